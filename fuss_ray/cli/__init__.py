@@ -1,0 +1,1 @@
+"""The `fuss-ray` command line."""

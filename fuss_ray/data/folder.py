@@ -1,0 +1,128 @@
+"""A user's own data: `images/` and `masks/` side by side, matched by relative path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image, UnidentifiedImageError
+
+from fuss_ray.data.base import IGNORE_INDEX, SegmentationDataset, digest
+from fuss_ray.errors import UserError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def _size(path: Path) -> tuple[int, int]:
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except (UnidentifiedImageError, OSError):
+        raise UserError(f"{path}: not a readable image") from None
+
+
+class FolderDataset(SegmentationDataset):
+    """`root/images/[GROUP/]NAME.ext` with `root/masks/[GROUP/]NAME.png` label maps.
+
+    A mask holds class ids 0..num_classes-1 and 255 for pixels to ignore. The first
+    sub-folder under images/, if any, is the image's natural group (a city, a site).
+    Every pairing and size is checked up front, so a bad dataset fails before anything is
+    trained or written.
+    """
+
+    def __init__(
+        self, root: Path, num_classes: int, entries: list[tuple[Path, Path, str]] | None = None
+    ) -> None:
+        self.root = root
+        self.num_classes = num_classes
+        self.entries = entries if entries is not None else self._scan(root)
+
+    @staticmethod
+    def _scan(root: Path) -> list[tuple[Path, Path, str]]:
+        images_dir, masks_dir = root / "images", root / "masks"
+        if not root.is_dir():
+            raise UserError(f"data.root: {root} does not exist")
+        for d in (images_dir, masks_dir):
+            if not d.is_dir():
+                raise UserError(f"data.root: {d} is missing (expected images/ and masks/)")
+        images = sorted(
+            p for p in images_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        )
+        if not images:
+            raise UserError(f"{images_dir}: no images found")
+        entries = []
+        for img in images:
+            rel = img.relative_to(images_dir)
+            mask = masks_dir / rel.with_suffix(".png")
+            if not mask.is_file():
+                raise UserError(f"{img}: no mask at {mask}")
+            if _size(img) != _size(mask):
+                raise UserError(
+                    f"{mask}: size {_size(mask)} differs from its image {img} {_size(img)}"
+                )
+            group = rel.parts[0] if len(rel.parts) > 1 else ""
+            entries.append((img, mask, group))
+        return entries
+
+    def split(self, eval_fraction: float, seed: int) -> tuple[FolderDataset, FolderDataset]:
+        """A seeded hold-out split; the evaluation part is never trained on."""
+        n = len(self.entries)
+        n_eval = max(1, round(n * eval_fraction))
+        if n - n_eval < 1:
+            raise UserError(f"{self.root}: {n} images are too few to hold out an evaluation set")
+        order = np.random.default_rng([seed, 104729]).permutation(n)
+        held = set(order[:n_eval].tolist())
+        train = [e for i, e in enumerate(self.entries) if i not in held]
+        evaluation = [e for i, e in enumerate(self.entries) if i in held]
+        return (
+            FolderDataset(self.root, self.num_classes, train),
+            FolderDataset(self.root, self.num_classes, evaluation),
+        )
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def image(self, index: int) -> NDArray[np.uint8]:
+        path = self.entries[index][0]
+        try:
+            with Image.open(path) as img:
+                return np.asarray(img.convert("RGB"))
+        except (UnidentifiedImageError, OSError):
+            raise UserError(f"{path}: not a readable image") from None
+
+    def mask(self, index: int) -> NDArray[np.uint8]:
+        path = self.entries[index][1]
+        try:
+            with Image.open(path) as img:
+                arr = np.asarray(img)
+        except (UnidentifiedImageError, OSError):
+            raise UserError(f"{path}: not a readable mask") from None
+        if arr.ndim != 2:
+            raise UserError(f"{path}: a mask must be a single-channel label map")
+        bad = (arr >= self.num_classes) & (arr != IGNORE_INDEX)
+        if bad.any():
+            raise UserError(
+                f"{path}: label {int(arr[bad].max())} is outside 0..{self.num_classes - 1} "
+                f"(data.num_classes) and is not the ignore index {IGNORE_INDEX}"
+            )
+        return arr.astype(np.uint8)
+
+    def image_id(self, index: int) -> str:
+        return str(self.entries[index][0].relative_to(self.root / "images").with_suffix(""))
+
+    def group(self, index: int) -> str:
+        return self.entries[index][2]
+
+    def fingerprint(self) -> str:
+        stats = [
+            (
+                str(i.relative_to(self.root)),
+                i.stat().st_size,
+                i.stat().st_mtime_ns,
+                m.stat().st_size,
+                m.stat().st_mtime_ns,
+            )
+            for i, m, _ in self.entries
+        ]
+        return digest("folder-v1", str(self.root.resolve()), self.num_classes, stats)

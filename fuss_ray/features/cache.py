@@ -1,0 +1,177 @@
+"""Dense features extracted once per dataset, stored as memory-mappable Arrow IPC shards.
+
+Every client of a node maps the same files, so the page cache holds one copy however many
+logical clients read them. A cache directory is named by a digest of everything that
+determines its content (backbone, weights hash, input size, layers, dataset fingerprint,
+label size); a mismatch in any of them means a different directory, never a stale reuse.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+from numpy.typing import NDArray
+
+from fuss_ray.config import FeatureConfig
+from fuss_ray.data.base import SegmentationDataset, digest, resize_center_crop
+from fuss_ray.io import atomic_dir, atomic_path
+from fuss_ray.progress import progress_bar
+
+SHARD_IMAGES = 256
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class FeatureStore:
+    """Read-only view of one split's cached features and labels (memory-mapped)."""
+
+    path: Path
+    features: list[NDArray[np.float32]]  # per shard: (n, D, h, w)
+    labels: list[NDArray[np.uint8]]  # per shard: (n, L, L)
+    meta: dict[str, Any]
+
+    @classmethod
+    def open(cls, path: Path) -> FeatureStore:
+        meta = json.loads((path / "meta.json").read_text())
+        d, h, w = meta["feature_shape"]
+        side = meta["label_size"]
+        feats, labels = [], []
+        for name in meta["shards"]:
+            source = pa.memory_map(str(path / name), "r")
+            table = pa.ipc.open_file(source).read_all()
+            f = table.column("features").combine_chunks().flatten()
+            lab = table.column("labels").combine_chunks().flatten()
+            feats.append(f.to_numpy(zero_copy_only=True).reshape(-1, d, h, w))
+            labels.append(lab.to_numpy(zero_copy_only=True).reshape(-1, side, side))
+        return cls(path, feats, labels, meta)
+
+    def __len__(self) -> int:
+        return int(self.meta["num_images"])
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.meta["feature_shape"][0])
+
+    def _locate(self, index: int) -> tuple[int, int]:
+        return divmod(index, SHARD_IMAGES)
+
+    def feature(self, index: int) -> NDArray[np.float32]:
+        s, i = self._locate(index)
+        return self.features[s][i]
+
+    def label(self, index: int) -> NDArray[np.uint8]:
+        s, i = self._locate(index)
+        return self.labels[s][i]
+
+    def gather(self, indices: NDArray[np.int64] | list[int]) -> NDArray[np.float32]:
+        """Copy the features of the given images into one contiguous (n, D, h, w) array."""
+        return np.stack([self.feature(int(i)) for i in indices])
+
+    def gather_labels(self, indices: NDArray[np.int64] | list[int]) -> NDArray[np.uint8]:
+        return np.stack([self.label(int(i)) for i in indices])
+
+
+def cache_key(cfg: FeatureConfig, weights_sha: str, dataset: SegmentationDataset) -> str:
+    return digest(
+        FORMAT_VERSION,
+        cfg.backbone,
+        weights_sha,
+        cfg.input_size,
+        cfg.layers,
+        dataset.fingerprint(),
+        cfg.label_size,
+    )
+
+
+def ensure_features(
+    cfg: FeatureConfig,
+    dataset: SegmentationDataset,
+    split: str,
+    show_progress: bool = True,
+) -> FeatureStore:
+    """Open the matching cache, extracting it first if it does not exist yet."""
+    from fuss_ray.features.backbone import create_backbone, resolve_weights
+
+    weights = resolve_weights(cfg)
+    path = cfg.cache_dir / f"{split}-{cache_key(cfg, weights.sha256, dataset)}"
+    if (path / "meta.json").is_file():
+        return FeatureStore.open(path)
+    backbone = create_backbone(cfg, weights)
+    extract_to(path, backbone, dataset, cfg, split, weights.sha256, show_progress)
+    return FeatureStore.open(path)
+
+
+def _write_shard(path: Path, feats: NDArray[np.float32], labels: NDArray[np.uint8]) -> None:
+    n = feats.shape[0]
+    flat_f = pa.array(feats.reshape(-1), pa.float32())
+    flat_l = pa.array(labels.reshape(-1), pa.uint8())
+    table = pa.table(
+        {
+            "features": pa.FixedSizeListArray.from_arrays(flat_f, feats[0].size),
+            "labels": pa.FixedSizeListArray.from_arrays(flat_l, labels[0].size),
+        }
+    )
+    assert table.num_rows == n
+    with (
+        atomic_path(path) as tmp,
+        pa.OSFile(str(tmp), "wb") as sink,
+        pa.ipc.new_file(sink, table.schema) as writer,
+    ):
+        writer.write_table(table)
+
+
+@torch.no_grad()
+def extract_to(
+    path: Path,
+    backbone: torch.nn.Module,
+    dataset: SegmentationDataset,
+    cfg: FeatureConfig,
+    split: str,
+    weights_sha: str,
+    show_progress: bool = True,
+) -> None:
+    """Run the backbone over the dataset and write the shards plus meta.json atomically."""
+    n = len(dataset)
+    shards: list[str] = []
+    shape: list[int] = []
+    with (
+        atomic_dir(path) as tmp,
+        progress_bar(f"extract {split}", total=n, enabled=show_progress) as advance,
+    ):
+        for start in range(0, n, SHARD_IMAGES):
+            stop = min(n, start + SHARD_IMAGES)
+            feats, labels = [], []
+            for b in range(start, stop, cfg.batch_size):
+                idx = range(b, min(stop, b + cfg.batch_size))
+                imgs = np.stack([resize_center_crop(dataset.image(i), cfg.input_size) for i in idx])
+                x = torch.from_numpy(imgs).permute(0, 3, 1, 2).float()
+                feats.append(backbone(x).float().numpy())
+                labels.extend(
+                    resize_center_crop(dataset.mask(i), cfg.label_size, nearest=True) for i in idx
+                )
+                advance(len(idx))
+            f = np.ascontiguousarray(np.concatenate(feats), dtype=np.float32)
+            shape = list(f.shape[1:])
+            name = f"shard-{start // SHARD_IMAGES:05d}.arrow"
+            _write_shard(tmp / name, f, np.stack(labels))
+            shards.append(name)
+        meta = {
+            "format": FORMAT_VERSION,
+            "split": split,
+            "num_images": n,
+            "feature_shape": shape,
+            "label_size": cfg.label_size,
+            "backbone": cfg.backbone,
+            "weights_sha256": weights_sha,
+            "input_size": cfg.input_size,
+            "dataset_fingerprint": dataset.fingerprint(),
+            "image_ids": [dataset.image_id(i) for i in range(n)],
+            "shards": shards,
+        }
+        (tmp / "meta.json").write_text(json.dumps(meta))

@@ -1,0 +1,1 @@
+"""Clients, server, strategies and the executors that host clients (in-process or Ray)."""

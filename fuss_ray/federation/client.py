@@ -1,0 +1,149 @@
+"""Logical clients and the host that runs many of them in one process (or one Ray actor).
+
+A host keeps each client's private shard (positions into the memory-mapped feature cache),
+its kNN table and whatever state must persist between rounds; one shared model object is
+re-loaded per client, so an extra logical client costs its index arrays and, only where the
+strategy needs it, its own state. Every random draw of client k in round r comes from seeds
+derived from (seed, k, r), so results do not depend on which host runs which client.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from fuss_ray.config import RunConfig
+from fuss_ray.features.cache import FeatureStore
+from fuss_ray.features.knn import mine_knn, pooled_descriptors
+from fuss_ray.federation.strategies.base import ClientUpdate, LocalObjective, ModelState
+from fuss_ray.losses import CorrespondenceLoss, cluster_loss, moon_loss, proximal_term
+from fuss_ray.models.head import FussModel, load_model_state, model_state
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """Everything a host needs, small enough to send to an actor once."""
+
+    config: dict[str, Any]
+    store_path: str
+    clients: dict[int, list[int]]  # client id -> positions in the training feature store
+    objective: LocalObjective
+    federated: bool
+    threads: int = 1
+
+
+def client_seed(seed: int, client_id: int, server_round: int) -> int:
+    """A 63-bit seed unique to (run seed, client, round)."""
+    return int(
+        np.random.SeedSequence([seed, client_id, server_round]).generate_state(2, np.uint64)[0] >> 1
+    )
+
+
+def build_model(config: RunConfig, in_dim: int) -> FussModel:
+    return FussModel(in_dim, config.model.code_dim, config.num_centroids, config.model.dropout)
+
+
+class ClientHost:
+    """Hosts several logical clients; used directly (sequential) or as a Ray actor."""
+
+    def __init__(self, spec: HostSpec) -> None:
+        torch.set_num_threads(spec.threads)
+        self.config = RunConfig.model_validate(spec.config)
+        self.spec = spec
+        self.store = FeatureStore.open(Path(spec.store_path))
+        self.indices: dict[int, NDArray[np.int64]] = {}
+        self.knn: dict[int, NDArray[np.int64]] = {}
+        k = self.config.loss.knn_k
+        for cid, idx in spec.clients.items():
+            arr = np.asarray(idx, dtype=np.int64)
+            self.indices[cid] = arr
+            self.knn[cid] = mine_knn(pooled_descriptors(self.store.gather(arr)), k)
+        self.model = build_model(self.config, self.store.feature_dim)
+        # MOON compares with the global model and the client's previous model.
+        self.moon = spec.objective.moon_weight > 0
+        self.ref_global = build_model(self.config, self.store.feature_dim).eval()
+        self.ref_prev = build_model(self.config, self.store.feature_dim).eval()
+        self.states: dict[int, ModelState] = {}  # kept only for local-only training
+        self.previous: dict[int, ModelState] = {}  # kept only for MOON
+        lc = self.config.loss
+        self.loss_fn = CorrespondenceLoss(
+            weights=(lc.weights.self_, lc.weights.knn, lc.weights.rand),
+            shifts=(lc.shifts.self_, lc.shifts.knn, lc.shifts.rand),
+            samples=lc.feature_samples,
+            permutations=lc.rand_permutations,
+        )
+
+    def ready(self) -> int:
+        """The number of clients hosted; lets the caller wait for construction."""
+        return len(self.indices)
+
+    def train(
+        self, global_state: ModelState, client_ids: list[int], server_round: int
+    ) -> list[ClientUpdate]:
+        """Run local training for the given clients, in id order."""
+        return [self._train_one(cid, global_state, server_round) for cid in sorted(client_ids)]
+
+    def _train_one(self, cid: int, global_state: ModelState, server_round: int) -> ClientUpdate:
+        cfg, obj = self.config, self.spec.objective
+        start = global_state if self.spec.federated else self.states.get(cid, global_state)
+        model = self.model
+        load_model_state(model, start)
+        model.train()
+        seed = client_seed(cfg.seed, cid, server_round)
+        torch.manual_seed(seed)  # dropout masks
+        gen = torch.Generator().manual_seed(seed)
+        rng = np.random.default_rng(seed)
+        indices, knn = self.indices[cid], self.knn[cid]
+        n = len(indices)
+        bsz = min(cfg.train.batch_size, n)
+        opt_head = torch.optim.Adam(model.head.parameters(), lr=cfg.train.lr_head)
+        opt_cent = torch.optim.Adam([model.centroids], lr=cfg.train.lr_centroids)
+        anchors = [p.detach().clone() for p in model.head.parameters()] if obj.prox_mu > 0 else None
+        moon_prev = self.previous.get(cid) if self.moon else None
+        if moon_prev is not None:
+            load_model_state(self.ref_global, global_state)
+            load_model_state(self.ref_prev, moon_prev)
+        counts = np.zeros(cfg.num_centroids, dtype=np.int64)
+        losses: list[float] = []
+        for _ in range(cfg.train.local_steps):
+            pick = rng.choice(n, size=bsz, replace=False)
+            partner = knn[pick, rng.integers(knn.shape[1], size=bsz)]
+            x = torch.from_numpy(self.store.gather(indices[pick]))
+            xk = torch.from_numpy(self.store.gather(indices[partner]))
+            codes = model.head(x)
+            codes_k = model.head(xk)
+            corr, _ = self.loss_fn(x, codes, xk, codes_k, gen)
+            clus, assign = cluster_loss(codes, model.centroids)
+            loss = corr + cfg.loss.cluster_weight * clus
+            if anchors is not None:
+                loss = loss + proximal_term(model.head.parameters(), anchors, obj.prox_mu)
+            if moon_prev is not None:
+                with torch.no_grad():
+                    z_glob = self.ref_global.head(x).mean(dim=(2, 3))
+                    z_prev = self.ref_prev.head(x).mean(dim=(2, 3))
+                z = codes.mean(dim=(2, 3))
+                loss = loss + obj.moon_weight * moon_loss(z, z_glob, z_prev, obj.moon_tau)
+            opt_head.zero_grad(set_to_none=True)
+            opt_cent.zero_grad(set_to_none=True)
+            loss.backward()
+            opt_head.step()
+            opt_cent.step()
+            counts += np.bincount(assign.reshape(-1).numpy(), minlength=cfg.num_centroids)
+            losses.append(float(loss.detach()))
+        state = model_state(model)
+        if not self.spec.federated:
+            self.states[cid] = state
+        if self.moon:
+            self.previous[cid] = state
+        return ClientUpdate(
+            client_id=cid,
+            num_samples=n,
+            state=state,
+            occupancy=counts / max(1, counts.sum()),
+            loss=float(np.mean(losses)),
+        )

@@ -1,0 +1,107 @@
+"""The server: samples clients, broadcasts, aggregates through the strategy, evaluates."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from fuss_ray.config import RunConfig
+from fuss_ray.features.cache import FeatureStore
+from fuss_ray.federation.executor import Executor
+from fuss_ray.federation.strategies.base import ModelState, Strategy
+from fuss_ray.metrics.evaluate import evaluate_state
+from fuss_ray.models.head import FussModel
+
+
+@dataclass
+class RoundResult:
+    round: int
+    miou: float
+    pixel_acc: float
+    seconds: float
+    clients: list[int]
+    mean_loss: float
+    per_client: list[dict[str, float]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "round": self.round,
+            "miou": self.miou,
+            "pixel_acc": self.pixel_acc,
+            "seconds": self.seconds,
+            "num_sampled": len(self.clients),
+            "mean_loss": self.mean_loss,
+        }
+
+
+class Server:
+    """Runs rounds; holds the global state (or, for local-only, every client's)."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        strategy: Strategy,
+        executor: Executor,
+        client_ids: list[int],
+        eval_store: FeatureStore,
+        model: FussModel,
+        initial_state: ModelState,
+    ) -> None:
+        self.config = config
+        self.strategy = strategy
+        self.executor = executor
+        self.client_ids = sorted(client_ids)
+        self.eval_store = eval_store
+        self.model = model
+        self.state = initial_state
+        self.client_states: dict[int, ModelState] = {}
+
+    def sample(self, server_round: int) -> list[int]:
+        """Seeded sampling of a fraction of clients (at least min_clients)."""
+        fed = self.config.federation
+        k = len(self.client_ids)
+        m = min(k, max(fed.min_clients, math.ceil(fed.fraction * k)))
+        rng = np.random.default_rng([self.config.seed, server_round, 271828])
+        picked = rng.choice(k, size=m, replace=False)
+        return sorted(self.client_ids[int(i)] for i in picked)
+
+    def evaluate(self) -> tuple[float, float, list[dict[str, float]]]:
+        """Global model scores; for local-only, the mean over every client's own model."""
+        num_classes = self.config.data.num_classes
+        if self.strategy.federated:
+            s = evaluate_state(self.model, self.state, self.eval_store, num_classes)
+            return s["miou"], s["pixel_acc"], []
+        per_client = []
+        for cid in self.client_ids:
+            state = self.client_states.get(cid, self.state)
+            s = evaluate_state(self.model, state, self.eval_store, num_classes)
+            per_client.append({"client_id": cid, "miou": s["miou"], "pixel_acc": s["pixel_acc"]})
+        return (
+            float(np.mean([c["miou"] for c in per_client])),
+            float(np.mean([c["pixel_acc"] for c in per_client])),
+            per_client,
+        )
+
+    def run_round(self, server_round: int) -> RoundResult:
+        started = time.perf_counter()
+        clients = self.sample(server_round)
+        updates = self.executor.train(self.state, clients, server_round)
+        if self.strategy.federated:
+            self.state = self.strategy.aggregate(self.state, updates, server_round)
+        else:
+            for u in updates:
+                self.client_states[u.client_id] = u.state
+        miou, pixel_acc, per_client = self.evaluate()
+        return RoundResult(
+            round=server_round,
+            miou=miou,
+            pixel_acc=pixel_acc,
+            seconds=time.perf_counter() - started,
+            clients=clients,
+            mean_loss=float(np.mean([u.loss for u in updates])),
+            per_client=per_client,
+        )

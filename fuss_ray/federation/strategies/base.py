@@ -1,0 +1,134 @@
+"""The one interface every federation strategy implements, and the registry behind names.
+
+A strategy decides two things: what a client adds to its local objective (FedProx's
+proximal term, MOON's contrastive term) and how the server merges client updates into the
+next global state. Head weights are merged by sample-weighted averaging in every strategy;
+centroids are where strategies differ, because they are permutation-ambiguous.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+ModelState = dict[str, NDArray[np.float32]]
+CENTROIDS = "centroids"
+
+
+class StrategyParams(BaseModel):
+    """Base for each strategy's own settings; unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+
+
+@dataclass(frozen=True)
+class LocalObjective:
+    """Extra terms a strategy asks clients to add to L_corr + L_cluster."""
+
+    prox_mu: float = 0.0
+    moon_weight: float = 0.0
+    moon_tau: float = 0.5
+
+
+@dataclass
+class ClientUpdate:
+    """What a client returns after local training."""
+
+    client_id: int
+    num_samples: int
+    state: ModelState
+    occupancy: NDArray[np.float64]  # share of its pixels assigned to each centroid
+    loss: float
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+def weighted_average(
+    arrays: list[NDArray[np.float32]], weights: NDArray[np.float64]
+) -> NDArray[np.float32]:
+    """Sum in float64, in the given order, so that the result does not depend on packing."""
+    acc = np.zeros(arrays[0].shape, dtype=np.float64)
+    for a, w in zip(arrays, weights, strict=True):
+        acc += w * a.astype(np.float64)
+    return (acc / weights.sum()).astype(np.float32)
+
+
+class Strategy(ABC):
+    """Base strategy: FedAvg of the head; subclasses choose the centroid merge."""
+
+    name: ClassVar[str]
+    Params: ClassVar[type[StrategyParams]]
+    federated: ClassVar[bool] = True  # False: clients keep their own state (local-only)
+    pooled: ClassVar[bool] = False  # True: all training data on one client (centralised)
+
+    def __init__(self, params: StrategyParams, seed: int = 0) -> None:
+        self.params = params
+        self.seed = seed
+
+    def local_objective(self) -> LocalObjective:
+        return LocalObjective()
+
+    @abstractmethod
+    def aggregate_centroids(
+        self,
+        global_centroids: NDArray[np.float32],
+        updates: list[ClientUpdate],
+        weights: NDArray[np.float64],
+        server_round: int,
+    ) -> NDArray[np.float32]:
+        """The next global centroids from the clients' (permutation-ambiguous) ones."""
+
+    def aggregate(
+        self, global_state: ModelState, updates: list[ClientUpdate], server_round: int
+    ) -> ModelState:
+        """The next global state; updates arrive sorted by client id."""
+        weights = np.asarray([u.num_samples for u in updates], dtype=np.float64)
+        new: ModelState = {}
+        for key in global_state:
+            if key == CENTROIDS:
+                continue
+            new[key] = weighted_average([u.state[key] for u in updates], weights)
+        new[CENTROIDS] = self.aggregate_centroids(
+            global_state[CENTROIDS], updates, weights, server_round
+        ).astype(np.float32)
+        return new
+
+
+_S = TypeVar("_S", bound=type[Strategy])
+STRATEGIES: dict[str, type[Strategy]] = {}
+
+
+def register_strategy(cls: _S) -> _S:
+    """Class decorator: make a strategy available by its `name` in configs."""
+    STRATEGIES[cls.name] = cls
+    return cls
+
+
+def strategy_params(raw: dict[str, Any]) -> dict[str, Any]:
+    """Validate a config's strategy section against that strategy's own params model."""
+    name = raw.get("name")
+    if name not in STRATEGIES:
+        known = ", ".join(sorted(STRATEGIES))
+        raise ValueError(f"strategy.name must be one of: {known} (got {name!r})")
+    try:
+        return STRATEGIES[name].Params.model_validate(raw).model_dump()
+    except ValidationError as err:
+        first = err.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        if first["type"] == "extra_forbidden":
+            raise ValueError(f"strategy '{name}' has no setting '{key}'") from None
+        raise ValueError(f"strategy.{key}: {first['msg']} (got {first.get('input')!r})") from None
+
+
+def build_strategy(raw: dict[str, Any], seed: int) -> Strategy:
+    cls = STRATEGIES[raw["name"]]
+    return cls(cls.Params.model_validate(raw), seed=seed)
+
+
+Factory = Callable[[dict[str, Any], int], Strategy]

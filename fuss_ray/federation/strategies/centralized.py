@@ -1,0 +1,38 @@
+"""Centralised training: the union of all clients' data on one client (the upper reference)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from fuss_ray.federation.strategies.base import (
+    CENTROIDS,
+    ClientUpdate,
+    Strategy,
+    StrategyParams,
+    register_strategy,
+)
+
+
+class CentralizedParams(StrategyParams):
+    name: Literal["centralized"] = "centralized"
+
+
+@register_strategy
+class Centralized(Strategy):
+    """One client holds everything; a round is simply `local_steps` more steps on it."""
+
+    name = "centralized"
+    Params = CentralizedParams
+    pooled = True
+
+    def aggregate_centroids(
+        self,
+        global_centroids: NDArray[np.float32],
+        updates: list[ClientUpdate],
+        weights: NDArray[np.float64],
+        server_round: int,
+    ) -> NDArray[np.float32]:
+        return updates[0].state[CENTROIDS]
