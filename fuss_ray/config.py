@@ -98,8 +98,8 @@ class PairTerms(_Strict):
 class LossConfig(_Strict):
     """STEGO correspondence distillation and the cluster loss."""
 
-    weights: PairTerms = PairTerms(self=0.67, knn=0.25, rand=0.63)
-    shifts: PairTerms = PairTerms(self=0.08, knn=0.02, rand=0.66)
+    weights: PairTerms = PairTerms.model_validate({"self": 0.67, "knn": 0.25, "rand": 0.63})
+    shifts: PairTerms = PairTerms.model_validate({"self": 0.08, "knn": 0.02, "rand": 0.66})
     feature_samples: int = Field(11, ge=1, le=64)
     knn_k: int = Field(2, ge=1, le=64)
     rand_permutations: int = Field(5, ge=1, le=64)

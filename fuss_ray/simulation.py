@@ -25,7 +25,7 @@ from fuss_ray.federation.strategies import build_strategy
 from fuss_ray.io import atomic_path, write_json
 from fuss_ray.metrics.evaluate import evaluate_state
 from fuss_ray.metrics.segmentation import random_assignment_scores
-from fuss_ray.models.head import model_state
+from fuss_ray.models.head import ModelState, model_state
 from fuss_ray.progress import progress_bar
 
 
@@ -62,6 +62,12 @@ def prepare(config: RunConfig, show_progress: bool = True) -> Prepared:
     return Prepared(partition, hist, ids, train_store, eval_store)
 
 
+def initial_state(config: RunConfig, in_dim: int) -> ModelState:
+    """The state every client starts from: seeded, identical for all clients."""
+    torch.manual_seed(config.seed)
+    return model_state(build_model(config, in_dim))
+
+
 def make_executor(config: RunConfig, spec: HostSpec) -> Executor:
     if config.federation.executor == "sequential":
         return SequentialExecutor(spec)
@@ -84,9 +90,8 @@ def run_simulation(config: RunConfig, out_dir: Path, show_progress: bool = True)
         objective=strategy.local_objective(),
         federated=strategy.federated,
     )
-    torch.manual_seed(config.seed)
+    initial = initial_state(config, prepared.train_store.feature_dim)
     model = build_model(config, prepared.train_store.feature_dim)
-    initial = model_state(model)
     num_classes = config.data.num_classes
     labels = np.stack([prepared.eval_store.label(i) for i in range(len(prepared.eval_store))])
     random_ref = random_assignment_scores(labels, num_classes, config.num_centroids, config.seed)
@@ -125,6 +130,6 @@ def run_simulation(config: RunConfig, out_dir: Path, show_progress: bool = True)
         "config": config.to_dict(),
     }
     with atomic_path(out_dir / "final_state.npz") as tmp, tmp.open("wb") as fh:
-        np.savez(fh, **server.state)
+        np.savez(fh, **server.state)  # type: ignore[arg-type]
     write_json(out_dir / "summary.json", summary)
     return summary

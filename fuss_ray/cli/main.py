@@ -43,7 +43,7 @@ def _run(args: argparse.Namespace) -> int:
     from fuss_ray.config import load_config
 
     config = load_config(args.config, args.overrides)
-    out = args.out or Path("runs") / config.name
+    out = getattr(args, "out", None) or Path("runs") / config.name
     if out.exists() and not out.is_dir():
         raise UserError(f"--out: {out} exists and is not a folder")
     show = not args.quiet

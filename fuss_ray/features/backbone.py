@@ -97,9 +97,8 @@ def convert_lite0_weights(source: Path, destination: Path) -> None:
     raw: dict[str, torch.Tensor] = torch.load(source, map_location="cpu", weights_only=True)
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
     expected = model.state_dict()
-    block_names = [
-        f"blocks.{s}.{b}" for s, stage in enumerate(model.blocks) for b in range(len(stage))
-    ]
+    stages: Any = model.blocks
+    block_names = [f"blocks.{s}.{b}" for s, stage in enumerate(stages) for b in range(len(stage))]
     converted: dict[str, torch.Tensor] = {}
     for key, value in raw.items():
         new = _rename_lite0_key(key, block_names)
@@ -140,9 +139,12 @@ def resolve_weights(cfg: FeatureConfig) -> ResolvedWeights:
 class DenseBackbone(nn.Module):
     """A frozen network returning a (B, D', h, w) map of patch or pixel features."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, model: nn.Module, kind: str, grid: int, prefix_tokens: int = 0) -> None:
         super().__init__()
-        self.model = model.eval().requires_grad_(False)
+        self.model: Any = model.eval().requires_grad_(False)
         self.kind = kind
         self.grid = grid
         self.prefix_tokens = prefix_tokens
@@ -159,9 +161,9 @@ class DenseBackbone(nn.Module):
         x = (images / 255.0 - self.mean) / self.std
         if self.kind == "vit":
             tokens = self.model.forward_features(x)  # after the final norm
-            patches = tokens[:, self.prefix_tokens :]
+            patches: torch.Tensor = tokens[:, self.prefix_tokens :]
             b, n, d = patches.shape
-            side = int(round(n**0.5))
+            side = round(n**0.5)
             return patches.transpose(1, 2).reshape(b, d, side, side)
         maps = self.model(x)
         size = maps[0].shape[-2:]
@@ -188,11 +190,11 @@ def create_backbone(cfg: FeatureConfig, weights: ResolvedWeights | None = None) 
     kwargs: dict[str, Any] = {"pretrained": cfg.pretrained}
     if weights.file is not None:
         kwargs["pretrained_cfg_overlay"] = {"file": str(weights.file)}
-    probe = timm.create_model(cfg.backbone, pretrained=False)
+    probe: Any = timm.create_model(cfg.backbone, pretrained=False)
     is_vit = hasattr(probe, "patch_embed") and hasattr(probe, "num_prefix_tokens")
     try:
         if is_vit:
-            model = timm.create_model(
+            model: Any = timm.create_model(
                 cfg.backbone, img_size=cfg.input_size, num_classes=0, **kwargs
             )
             patch = model.patch_embed.patch_size[0]

@@ -63,11 +63,13 @@ class FeatureStore:
 
     def feature(self, index: int) -> NDArray[np.float32]:
         s, i = self._locate(index)
-        return self.features[s][i]
+        out: NDArray[np.float32] = self.features[s][i]
+        return out
 
     def label(self, index: int) -> NDArray[np.uint8]:
         s, i = self._locate(index)
-        return self.labels[s][i]
+        out: NDArray[np.uint8] = self.labels[s][i]
+        return out
 
     def gather(self, indices: NDArray[np.int64] | list[int]) -> NDArray[np.float32]:
         """Copy the features of the given images into one contiguous (n, D, h, w) array."""
@@ -146,7 +148,8 @@ def extract_to(
     ):
         for start in range(0, n, SHARD_IMAGES):
             stop = min(n, start + SHARD_IMAGES)
-            feats, labels = [], []
+            feats: list[NDArray[np.float32]] = []
+            labels: list[NDArray[np.uint8]] = []
             for b in range(start, stop, cfg.batch_size):
                 idx = range(b, min(stop, b + cfg.batch_size))
                 imgs = np.stack([resize_center_crop(dataset.image(i), cfg.input_size) for i in idx])

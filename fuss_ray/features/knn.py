@@ -10,7 +10,8 @@ def pooled_descriptors(features: NDArray[np.float32]) -> NDArray[np.float32]:
     """Global-average-pooled, L2-normalised descriptors of (n, D, h, w) feature maps."""
     pooled = features.reshape(features.shape[0], features.shape[1], -1).mean(axis=2)
     norm = np.linalg.norm(pooled, axis=1, keepdims=True)
-    return (pooled / np.maximum(norm, 1e-12)).astype(np.float32)
+    out: NDArray[np.float32] = (pooled / np.maximum(norm, 1e-12)).astype(np.float32)
+    return out
 
 
 def mine_knn(descriptors: NDArray[np.float32], k: int) -> NDArray[np.int64]:

@@ -130,7 +130,7 @@ class ClientHost:
                 loss = loss + obj.moon_weight * moon_loss(z, z_glob, z_prev, obj.moon_tau)
             opt_head.zero_grad(set_to_none=True)
             opt_cent.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             opt_head.step()
             opt_cent.step()
             counts += np.bincount(assign.reshape(-1).numpy(), minlength=cfg.num_centroids)

@@ -6,6 +6,7 @@ server, the strategies and the results cannot tell them apart.
 
 from __future__ import annotations
 
+import logging
 import math
 from abc import ABC, abstractmethod
 from dataclasses import replace
@@ -58,14 +59,14 @@ class RayExecutor(Executor):
             ray.init(
                 address=fed.ray_address,
                 include_dashboard=False,
-                logging_level="ERROR",
+                logging_level=logging.ERROR,
                 log_to_driver=False,
                 configure_logging=False,
             )
         groups = pack_clients(sorted(spec.clients), fed.clients_per_actor)
         need_cpu = len(groups) * fed.num_cpus
         need_gpu = len(groups) * fed.num_gpus
-        have = ray.cluster_resources()
+        have = ray.cluster_resources()  # type: ignore[no-untyped-call]
         if need_cpu > have.get("CPU", 0) + 1e-9:
             raise UserError(
                 f"federation: {len(groups)} actors x {fed.num_cpus} CPU need {need_cpu:g} CPUs "
@@ -78,7 +79,7 @@ class RayExecutor(Executor):
                 f"but the cluster has {have.get('GPU', 0):g}; lower federation.num_gpus"
             )
         threads = max(1, math.floor(fed.num_cpus)) if fed.num_cpus >= 1 else 1
-        actor_cls = ray.remote(ClientHost).options(  # type: ignore[attr-defined]
+        actor_cls = ray.remote(ClientHost).options(
             num_cpus=fed.num_cpus, num_gpus=fed.num_gpus, max_restarts=0
         )
         self.owner: dict[int, int] = {}

@@ -93,5 +93,5 @@ def random_assignment_scores(
     """Scores of assigning every pixel a uniformly random cluster: the floor to beat."""
     rng = np.random.default_rng(seed)
     t = np.asarray(target)
-    pred = rng.integers(0, num_clusters, size=t.shape)
+    pred = np.asarray(rng.integers(0, num_clusters, size=t.shape), dtype=np.int64)
     return unsupervised_scores(confusion_matrix(pred, t, num_classes, num_clusters))

@@ -56,7 +56,8 @@ def weighted_average(
     acc = np.zeros(arrays[0].shape, dtype=np.float64)
     for a, w in zip(arrays, weights, strict=True):
         acc += w * a.astype(np.float64)
-    return (acc / weights.sum()).astype(np.float32)
+    out: NDArray[np.float32] = (acc / weights.sum()).astype(np.float32)
+    return out
 
 
 class Strategy(ABC):

@@ -20,7 +20,7 @@ class FedProx(FedAvg):
     """Clients minimise their loss + (mu/2)||theta - theta_global||^2 (mu = 0.001 in FUSS)."""
 
     name = "fedprox"
-    Params = FedProxParams
+    Params = FedProxParams  # type: ignore[assignment]
 
     def local_objective(self) -> LocalObjective:
         assert isinstance(self.params, FedProxParams)

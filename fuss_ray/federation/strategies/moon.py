@@ -21,7 +21,7 @@ class Moon(FedAvg):
     """Pulls local codes toward the global model's, away from the previous local model's."""
 
     name = "moon"
-    Params = MoonParams
+    Params = MoonParams  # type: ignore[assignment]
 
     def local_objective(self) -> LocalObjective:
         assert isinstance(self.params, MoonParams)

@@ -76,4 +76,5 @@ class OTMatch(Strategy):
             column = plan.sum(axis=0, keepdims=True)
             aligned = (plan / np.maximum(column, 1e-300)).T @ mine
             acc += w * aligned
-        return (acc / weights.sum()).astype(np.float32)
+        out: NDArray[np.float32] = (acc / weights.sum()).astype(np.float32)
+        return out

@@ -1,0 +1,25 @@
+# Two entry points that work from a fresh clone: `make quickstart` and `make test`.
+# Both create .venv and install fuss-ray (with torch 2.14.1, which pip takes from local disk
+# where the machine provides it) on first use.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export HF_HUB_OFFLINE ?= 1
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+.PHONY: install quickstart test lint
+install: $(VENV)/.installed
+
+quickstart: $(VENV)/.installed
+	$(VENV)/bin/fuss-ray run configs/quickstart.yaml
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check fuss_ray tests tools
+	$(VENV)/bin/mypy

@@ -1,0 +1,32 @@
+from pathlib import Path
+
+import numpy as np
+
+from fuss_ray.config import DataConfig, FeatureConfig
+from fuss_ray.data.synthetic import SyntheticScenes
+from fuss_ray.features.cache import FeatureStore, ensure_features
+
+
+def test_extract_once_then_reuse_and_key_on_settings(cache_dir: Path) -> None:
+    ds = SyntheticScenes(DataConfig(num_images=5, num_classes=3, image_size=64), 11, "train")
+    cfg = FeatureConfig(cache_dir=cache_dir, input_size=64, label_size=16, batch_size=2)
+    store = ensure_features(cfg, ds, "train", show_progress=False)
+    assert len(store) == 5 and store.gather([0, 4]).shape == (2, 152, 8, 8)
+    assert store.gather_labels([1]).shape == (1, 16, 16)
+    stamp = (store.path / "meta.json").stat().st_mtime_ns
+    again = ensure_features(cfg, ds, "train", show_progress=False)
+    assert again.path == store.path
+    assert (store.path / "meta.json").stat().st_mtime_ns == stamp  # reused, not re-extracted
+    assert np.array_equal(again.feature(3), store.feature(3))
+    other = ensure_features(cfg.model_copy(update={"label_size": 8}), ds, "train", False)
+    assert other.path != store.path
+    ds2 = SyntheticScenes(DataConfig(num_images=5, num_classes=3, image_size=64), 12, "train")
+    assert ensure_features(cfg, ds2, "train", False).path != store.path
+
+
+def test_store_is_memory_mapped(cache_dir: Path) -> None:
+    ds = SyntheticScenes(DataConfig(num_images=3, num_classes=3, image_size=64), 5, "eval")
+    cfg = FeatureConfig(cache_dir=cache_dir, input_size=64, label_size=16)
+    path = ensure_features(cfg, ds, "eval", show_progress=False).path
+    store = FeatureStore.open(path)
+    assert not store.features[0].flags.writeable  # a view on the mapped file, not a copy

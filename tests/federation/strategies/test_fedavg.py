@@ -1,0 +1,14 @@
+import numpy as np
+
+from fuss_ray.federation.strategies import build_strategy
+
+from .helpers import global_state, update
+
+
+def test_weighted_by_samples_index_wise() -> None:
+    s = build_strategy({"name": "fedavg"}, 0)
+    ups = [update(0, 1, [[0, 0], [4, 0]], head=0.0), update(1, 3, [[4, 0], [0, 0]], head=4.0)]
+    out = s.aggregate(global_state([[0, 0], [0, 0]]), ups, 1)
+    assert out["head.w"].tolist() == [3.0, 3.0]
+    # Index-wise: the permuted client drags both centroids to the middle (the failure mode).
+    assert np.allclose(out["centroids"], [[3, 0], [1, 0]])
