@@ -62,6 +62,17 @@ def prepare(config: RunConfig, show_progress: bool = True) -> Prepared:
     return Prepared(partition, hist, ids, train_store, eval_store)
 
 
+def pooled_config(config: RunConfig) -> RunConfig:
+    """Centralised training gets the federation's compute: K x local_steps per round.
+
+    Otherwise the "upper reference" would train on 1/K of the gradient steps that the
+    federated runs spend, and compare unfairly in the other direction.
+    """
+    steps = config.train.local_steps * config.partition.num_clients
+    train = config.train.model_copy(update={"local_steps": steps})
+    return config.model_copy(update={"train": train})
+
+
 def initial_state(config: RunConfig, in_dim: int) -> ModelState:
     """The state every client starts from: seeded, identical for all clients."""
     torch.manual_seed(config.seed)
@@ -79,6 +90,8 @@ def run_simulation(config: RunConfig, out_dir: Path, show_progress: bool = True)
     torch.set_num_threads(1)
     prepared = prepare(config, show_progress)
     strategy = build_strategy(config.federation.strategy, config.seed)
+    if strategy.pooled:
+        config = pooled_config(config)
     write_manifest(
         out_dir / "partition.parquet", prepared.partition, prepared.image_ids, prepared.histograms
     )

@@ -32,6 +32,8 @@ def test_every_strategy_runs(strategy: str, cache_dir: Path, tmp_path: Path) -> 
     assert len(summary["rounds"]) == 2
     assert all(math.isfinite(r["miou"]) for r in summary["rounds"])
     assert summary["num_clients"] == (1 if strategy == "centralized" else 4)
+    # Centralised training spends the federation's compute: 4 clients x 2 steps per round.
+    assert summary["config"]["train"]["local_steps"] == (8 if strategy == "centralized" else 2)
     if strategy == "local":
         assert len(summary["final"]["per_client"]) == 4
         mean = sum(c["miou"] for c in summary["final"]["per_client"]) / 4
