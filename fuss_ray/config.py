@@ -143,6 +143,18 @@ class FederationConfig(_Strict):
         return strategy_params(v)
 
 
+class TrackingConfig(_Strict):
+    """MLflow logging; `tracking: off` in YAML turns it off."""
+
+    enabled: bool = True
+    uri: str | None = Field(
+        None, description="default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here"
+    )
+    experiment: str | None = Field(None, description="default: the config's name")
+    overlays: int = Field(4, ge=0, le=64, description="evaluation images drawn as PNG")
+    timeout_s: float = Field(10.0, gt=0.0, le=600.0, description="per HTTP request")
+
+
 class RunConfig(_Strict):
     """A whole simulation."""
 
@@ -155,6 +167,16 @@ class RunConfig(_Strict):
     loss: LossConfig = LossConfig()
     train: TrainConfig = TrainConfig()
     federation: FederationConfig = FederationConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    @field_validator("tracking", mode="before")
+    @classmethod
+    def _tracking_switch(cls, v: Any) -> Any:
+        if isinstance(v, bool):
+            return {"enabled": v}
+        if isinstance(v, str) and v.lower() in ("off", "on", "false", "true"):
+            return {"enabled": v.lower() in ("on", "true")}
+        return v
 
     @property
     def num_centroids(self) -> int:

@@ -7,6 +7,7 @@ before any actor starts or any file is written to the output folder.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,18 +16,20 @@ import numpy as np
 import torch
 
 from fuss_ray.config import RunConfig
-from fuss_ray.data.base import build_datasets, label_histograms
+from fuss_ray.data.base import SegmentationDataset, build_datasets, label_histograms
 from fuss_ray.data.partition import Partition, make_partition, write_manifest
 from fuss_ray.features.cache import FeatureStore, ensure_features
 from fuss_ray.federation.client import HostSpec, build_model
 from fuss_ray.federation.executor import Executor, RayExecutor, SequentialExecutor
 from fuss_ray.federation.server import Server
 from fuss_ray.federation.strategies import build_strategy
-from fuss_ray.io import atomic_path, write_json
+from fuss_ray.io import write_json
 from fuss_ray.metrics.evaluate import evaluate_state
 from fuss_ray.metrics.segmentation import random_assignment_scores
 from fuss_ray.models.head import ModelState, model_state
 from fuss_ray.progress import progress_bar
+from fuss_ray.tracking import make_tracker
+from fuss_ray.tracking.artifacts import write_artifacts
 
 
 @dataclass
@@ -38,6 +41,7 @@ class Prepared:
     image_ids: list[str]
     train_store: FeatureStore
     eval_store: FeatureStore
+    evaluation: SegmentationDataset
 
 
 def prepare_partition(config: RunConfig) -> tuple[Partition, np.ndarray, list[str], Any, Any]:
@@ -59,7 +63,7 @@ def prepare(config: RunConfig, show_progress: bool = True) -> Prepared:
     partition, hist, ids, train, evaluation = prepare_partition(config)
     train_store = ensure_features(config.features, train, "train", show_progress)
     eval_store = ensure_features(config.features, evaluation, "eval", show_progress)
-    return Prepared(partition, hist, ids, train_store, eval_store)
+    return Prepared(partition, hist, ids, train_store, eval_store, evaluation)
 
 
 def pooled_config(config: RunConfig) -> RunConfig:
@@ -85,8 +89,19 @@ def make_executor(config: RunConfig, spec: HostSpec) -> Executor:
     return RayExecutor(spec, config.federation)
 
 
-def run_simulation(config: RunConfig, out_dir: Path, show_progress: bool = True) -> dict[str, Any]:
-    """Run every round and write `summary.json`, the manifest and the final global state."""
+def run_simulation(
+    config: RunConfig,
+    out_dir: Path,
+    show_progress: bool = True,
+    on_round: Callable[[dict[str, Any]], None] | None = None,
+    parent_run_id: str | None = None,
+    run_name: str | None = None,
+) -> dict[str, Any]:
+    """Run every round, track it, and write `summary.json` and the artifacts.
+
+    `on_round` receives each round's summary (Ray Tune reports through it);
+    `parent_run_id` nests the MLflow run under a search's parent run.
+    """
     torch.set_num_threads(1)
     prepared = prepare(config, show_progress)
     strategy = build_strategy(config.federation.strategy, config.seed)
@@ -110,19 +125,28 @@ def run_simulation(config: RunConfig, out_dir: Path, show_progress: bool = True)
     random_ref = random_assignment_scores(labels, num_classes, config.num_centroids, config.seed)
     initial_ref = evaluate_state(model, initial, prepared.eval_store, num_classes)
 
+    tracker = make_tracker(config, out_dir, parent_run_id, run_name)
     executor = make_executor(config, spec)
     server = Server(config, strategy, executor, list(clients), prepared.eval_store, model, initial)
+    tracker.start(config, prepared.partition.num_clients)
     rounds: list[dict[str, Any]] = []
     last = None
     started = time.perf_counter()
+    status = "FAILED"
     try:
         with progress_bar(f"{strategy.name} rounds", config.train.rounds, show_progress) as advance:
             for r in range(1, config.train.rounds + 1):
                 last = server.run_round(r)
                 rounds.append(last.summary())
+                tracker.log_metrics(last.metrics(), step=r)
+                if on_round is not None:
+                    on_round(last.summary())
                 advance(1, miou=f"{last.miou:.1f}", loss=f"{last.mean_loss:.3f}")
+        status = "FINISHED"
     finally:
         executor.shutdown()
+        if status != "FINISHED":
+            tracker.finish(status)
     assert last is not None
     final: dict[str, Any] = {"miou": last.miou, "pixel_acc": last.pixel_acc}
     if last.per_client:
@@ -140,9 +164,16 @@ def run_simulation(config: RunConfig, out_dir: Path, show_progress: bool = True)
         "clients_per_round": len(server.sample(1)),
         "client_sizes": prepared.partition.sizes(),
         "wall_seconds": time.perf_counter() - started,
+        "mlflow_run_id": tracker.run_id,
         "config": config.to_dict(),
     }
-    with atomic_path(out_dir / "final_state.npz") as tmp, tmp.open("wb") as fh:
-        np.savez(fh, **server.state)  # type: ignore[arg-type]
+    artifacts = write_artifacts(out_dir, config, summary, server, prepared)
+    tracker.log_metrics(
+        {"final_miou": last.miou, "final_pixel_acc": last.pixel_acc}, step=config.train.rounds
+    )
+    for path in artifacts:
+        tracker.log_artifact(path)
     write_json(out_dir / "summary.json", summary)
+    tracker.log_artifact(out_dir / "summary.json")
+    tracker.finish("FINISHED")
     return summary

@@ -17,6 +17,11 @@ from fuss_ray.metrics.evaluate import evaluate_state
 from fuss_ray.models.head import FussModel
 
 
+def state_bytes(state: ModelState) -> int:
+    """What one copy of a state costs on the wire (its raw array bytes)."""
+    return int(sum(v.nbytes for v in state.values()))
+
+
 @dataclass
 class RoundResult:
     round: int
@@ -25,6 +30,9 @@ class RoundResult:
     seconds: float
     clients: list[int]
     mean_loss: float
+    client_losses: list[float] = field(default_factory=list)
+    bytes_sent: int = 0  # server -> clients: the broadcast, once per sampled client
+    bytes_received: int = 0  # clients -> server: their updates
     per_client: list[dict[str, float]] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
@@ -35,7 +43,30 @@ class RoundResult:
             "seconds": self.seconds,
             "num_sampled": len(self.clients),
             "mean_loss": self.mean_loss,
+            "bytes_sent": self.bytes_sent,
+            "bytes_received": self.bytes_received,
         }
+
+    def metrics(self) -> dict[str, float]:
+        """The per-round numbers for the tracker, quantiles over clients included."""
+        out = {
+            "miou": self.miou,
+            "pixel_acc": self.pixel_acc,
+            "mean_loss": self.mean_loss,
+            "seconds": self.seconds,
+            "bytes_sent": float(self.bytes_sent),
+            "bytes_received": float(self.bytes_received),
+            "clients_sampled": float(len(self.clients)),
+        }
+        series = {
+            "client_loss": self.client_losses,
+            "client_miou": [c["miou"] for c in self.per_client],
+        }
+        for name, values in series.items():
+            if values:
+                for q in (10, 50, 90):
+                    out[f"{name}_p{q}"] = float(np.percentile(values, q))
+        return out
 
 
 class Server:
@@ -59,6 +90,8 @@ class Server:
         self.model = model
         self.state = initial_state
         self.client_states: dict[int, ModelState] = {}
+        self.participation: dict[int, int] = dict.fromkeys(self.client_ids, 0)
+        self.last_loss: dict[int, float] = {}
 
     def sample(self, server_round: int) -> list[int]:
         """Seeded sampling of a fraction of clients (at least min_clients)."""
@@ -89,7 +122,11 @@ class Server:
     def run_round(self, server_round: int) -> RoundResult:
         started = time.perf_counter()
         clients = self.sample(server_round)
+        sent = state_bytes(self.state) * len(clients)
         updates = self.executor.train(self.state, clients, server_round)
+        for u in updates:
+            self.participation[u.client_id] += 1
+            self.last_loss[u.client_id] = u.loss
         if self.strategy.federated:
             self.state = self.strategy.aggregate(self.state, updates, server_round)
         else:
@@ -103,5 +140,8 @@ class Server:
             seconds=time.perf_counter() - started,
             clients=clients,
             mean_loss=float(np.mean([u.loss for u in updates])),
+            client_losses=[u.loss for u in updates],
+            bytes_sent=sent,
+            bytes_received=sum(state_bytes(u.state) for u in updates),
             per_client=per_client,
         )

@@ -1,0 +1,224 @@
+"""MLflow logging for one simulation run, through `MlflowClient` (no global fluent state).
+
+Runs are hours long and tracking servers go away: a failure to log never stops a run.
+Whatever could not be sent is kept under `OUT/mlflow_unsent/` (params, tags, metrics as
+JSON lines, and the artifact list), and the run says so once on stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+from fuss_ray.config import RunConfig
+from fuss_ray.errors import UserError
+
+DEFAULT_URI = "sqlite:///mlflow.db"
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config -> dotted keys with string values, as MLflow params."""
+    out: dict[str, str] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = json.dumps(value) if isinstance(value, list | tuple) else str(value)
+    return out
+
+
+def git_commit() -> str | None:
+    """The commit of the fuss-ray checkout, when it is one."""
+    try:
+        root = Path(__file__).resolve().parents[2]
+        out = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def run_tags(config: RunConfig, num_clients: int) -> dict[str, str]:
+    """The tags users filter and group by in the MLflow UI."""
+    tags = {
+        "strategy": str(config.federation.strategy["name"]),
+        "dataset": config.data.dataset,
+        "partition": config.partition.kind,
+        "alpha": str(config.partition.alpha),
+        "num_clients": str(num_clients),
+        "seed": str(config.seed),
+        "backbone": config.features.backbone,
+    }
+    commit = git_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+        tags["git_commit"] = commit
+    return tags
+
+
+class Tracker(Protocol):
+    run_id: str | None
+
+    def start(self, config: RunConfig, num_clients: int) -> None: ...
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
+    def log_artifact(self, path: Path, folder: str | None = None) -> None: ...
+    def finish(self, status: str) -> None: ...
+
+
+class NullTracker:
+    """`tracking: off`."""
+
+    run_id: str | None = None
+
+    def start(self, config: RunConfig, num_clients: int) -> None:
+        return None
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        return None
+
+    def log_artifact(self, path: Path, folder: str | None = None) -> None:
+        return None
+
+    def finish(self, status: str) -> None:
+        return None
+
+
+class MlflowTracker:
+    """One MLflow run per simulation; falls back to local files when the server fails."""
+
+    def __init__(
+        self,
+        uri: str,
+        experiment: str,
+        out_dir: Path,
+        parent_run_id: str | None = None,
+        run_name: str | None = None,
+        timeout_s: float = 10.0,
+    ) -> None:
+        self.uri = uri
+        self.experiment = experiment
+        self.unsent_dir = out_dir / "mlflow_unsent"
+        self.parent_run_id = parent_run_id
+        self.run_name = run_name
+        self.run_id: str | None = None
+        self.failed: str | None = None
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(timeout_s)))
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+        from mlflow import MlflowClient
+
+        self.client = MlflowClient(tracking_uri=uri)
+
+    def _fail(self, what: str, exc: BaseException) -> None:
+        if self.failed is None:
+            reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+            print(
+                f"fuss-ray: warning: MLflow at {self.uri} failed during {what} ({reason}); "
+                f"the rest is kept in {self.unsent_dir}",
+                file=sys.stderr,
+            )
+            self.failed = what
+        self.unsent_dir.mkdir(parents=True, exist_ok=True)
+
+    def _keep(self, name: str, record: dict[str, Any]) -> None:
+        with (self.unsent_dir / name).open("a") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    def start(self, config: RunConfig, num_clients: int) -> None:
+        from mlflow.entities import Param
+
+        params = flatten(config.to_dict())
+        tags = run_tags(config, num_clients)
+        if self.parent_run_id:
+            tags["mlflow.parentRunId"] = self.parent_run_id
+        try:
+            exp = self.client.get_experiment_by_name(self.experiment)
+            exp_id = exp.experiment_id if exp else self.client.create_experiment(self.experiment)
+            run = self.client.create_run(exp_id, tags=tags, run_name=self.run_name)
+            self.run_id = run.info.run_id
+            items = [Param(k, v[:6000]) for k, v in params.items()]
+            for i in range(0, len(items), 100):
+                self.client.log_batch(self.run_id, params=items[i : i + 100])
+        except Exception as exc:  # any transport or server error
+            self._fail("start", exc)
+            self._keep(
+                "run.jsonl",
+                {
+                    "experiment": self.experiment,
+                    "tags": tags,
+                    "params": params,
+                    "run_id": self.run_id,
+                },
+            )
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        if self.failed is None and self.run_id is not None:
+            try:
+                self.client.log_batch(
+                    self.run_id,
+                    metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()],
+                )
+                return
+            except Exception as exc:
+                self._fail(f"round {step}", exc)
+        self._keep("metrics.jsonl", {"step": step, "timestamp": now, **metrics})
+
+    def log_artifact(self, path: Path, folder: str | None = None) -> None:
+        if self.failed is None and self.run_id is not None:
+            try:
+                self.client.log_artifact(self.run_id, str(path), folder)
+                return
+            except Exception as exc:
+                self._fail(f"upload of {path.name}", exc)
+        self._keep("artifacts.jsonl", {"path": str(path.resolve()), "folder": folder})
+
+    def finish(self, status: str) -> None:
+        if self.failed is None and self.run_id is not None:
+            try:
+                self.client.set_terminated(self.run_id, status)
+                return
+            except Exception as exc:
+                self._fail("finish", exc)
+        self._keep("run.jsonl", {"status": status, "run_id": self.run_id})
+
+
+def resolve_uri(config: RunConfig) -> str:
+    return config.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+
+
+def make_tracker(
+    config: RunConfig,
+    out_dir: Path,
+    parent_run_id: str | None = None,
+    run_name: str | None = None,
+) -> Tracker:
+    """The tracker the config asks for."""
+    if not config.tracking.enabled:
+        return NullTracker()
+    uri = resolve_uri(config)
+    if "://" not in uri and not uri.startswith("databricks"):
+        raise UserError(
+            f"tracking.uri: '{uri}' is not a URI (e.g. sqlite:///mlflow.db or "
+            "http://127.0.0.1:5000)"
+        )
+    return MlflowTracker(
+        uri,
+        config.tracking.experiment or config.name,
+        out_dir,
+        parent_run_id,
+        run_name,
+        config.tracking.timeout_s,
+    )
