@@ -122,6 +122,8 @@ class FederationConfig(_Strict):
     strategy: dict[str, Any] = Field(default_factory=lambda: {"name": "fuss-maximin"})
     fraction: float = Field(1.0, gt=0.0, le=1.0, description="share of clients sampled per round")
     min_clients: int = Field(1, ge=1)
+    server_lr: float = Field(1.0, gt=0.0, le=10.0, description="server step on the head")
+    server_momentum: float = Field(0.0, ge=0.0, lt=1.0, description="FedAvgM momentum")
     executor: Literal["ray", "sequential"] = "ray"
     clients_per_actor: int = Field(1, ge=1, le=100_000)
     num_cpus: float = Field(1.0, ge=0.0, le=1024.0, description="per actor")

@@ -104,7 +104,8 @@ def run_simulation(
     """
     torch.set_num_threads(1)
     prepared = prepare(config, show_progress)
-    strategy = build_strategy(config.federation.strategy, config.seed)
+    fed = config.federation
+    strategy = build_strategy(fed.strategy, config.seed, fed.server_lr, fed.server_momentum)
     if strategy.pooled:
         config = pooled_config(config)
     write_manifest(
@@ -132,17 +133,22 @@ def run_simulation(
     rounds: list[dict[str, Any]] = []
     last = None
     started = time.perf_counter()
-    status = "FAILED"
+    status = "KILLED"  # stopped from outside (Ctrl-C, an early-stopping scheduler)
     try:
         with progress_bar(f"{strategy.name} rounds", config.train.rounds, show_progress) as advance:
             for r in range(1, config.train.rounds + 1):
                 last = server.run_round(r)
                 rounds.append(last.summary())
                 tracker.log_metrics(last.metrics(), step=r)
-                if on_round is not None:
+                # The last round is reported only once the run is fully recorded, since
+                # a scheduler may stop the trial the moment it hears of it.
+                if on_round is not None and r < config.train.rounds:
                     on_round(last.summary())
                 advance(1, miou=f"{last.miou:.1f}", loss=f"{last.mean_loss:.3f}")
         status = "FINISHED"
+    except Exception:
+        status = "FAILED"
+        raise
     finally:
         executor.shutdown()
         if status != "FINISHED":
@@ -176,4 +182,6 @@ def run_simulation(
     write_json(out_dir / "summary.json", summary)
     tracker.log_artifact(out_dir / "summary.json")
     tracker.finish("FINISHED")
+    if on_round is not None:
+        on_round(last.summary())
     return summary

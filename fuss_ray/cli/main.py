@@ -36,10 +36,69 @@ def _parser() -> argparse.ArgumentParser:
     part.add_argument("--out", type=Path, default=None, help="output folder (default runs/NAME)")
     ext = sub.add_parser("extract", help="extract and cache the frozen features")
     common(ext)
+    tune = sub.add_parser("tune", help="hyperparameter search (Optuna on Ray Tune)")
+    common(tune)
+    tune.add_argument("--resume", action="store_true", help="continue an interrupted search")
+    tune.add_argument("--address", default=None, help="Ray cluster address (or RAY_ADDRESS)")
+    cmp = sub.add_parser("compare", help="strategies x settings from an MLflow experiment")
+    cmp.add_argument("--experiment", required=True, help="MLflow experiment name")
+    cmp.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db",
+    )
+    cmp.add_argument(
+        "--plot",
+        type=Path,
+        default=None,
+        help="comparison PNG (default runs/compare-EXPERIMENT.png)",
+    )
     return p
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from fuss_ray.tracking.compare import collect, comparison_plot, table_rows
+    from fuss_ray.tracking.mlflow_tracker import DEFAULT_URI
+
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    rows = table_rows(collect(uri, args.experiment))
+    table = Table(title=f"final mIoU, experiment '{args.experiment}'")
+    for col in ("strategy", "partition", "alpha", "mIoU (mean ± std)", "runs"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            r["strategy"],
+            r["partition"],
+            r["alpha"],
+            f"{r['mean']:.1f} ± {r['std']:.1f}",
+            str(r["runs"]),
+        )
+    Console().print(table)
+    plot = args.plot or Path("runs") / f"compare-{args.experiment}.png"
+    comparison_plot(rows, plot, f"experiment '{args.experiment}'")
+    print(f"plot: {plot}")
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from fuss_ray.tuning import load_search, run_search
+
+    spec = load_search(args.config, args.overrides)
+    summary = run_search(
+        spec, resume=args.resume, address=args.address or os.environ.get("RAY_ADDRESS")
+    )
+    print(json.dumps(summary))
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
+    if args.command == "compare":
+        return _compare(args)
+    if args.command == "tune":
+        return _tune(args)
     from fuss_ray.config import load_config
 
     config = load_config(args.config, args.overrides)

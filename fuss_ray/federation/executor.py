@@ -64,6 +64,12 @@ class RayExecutor(Executor):
                 configure_logging=False,
             )
         groups = pack_clients(sorted(spec.clients), fed.clients_per_actor)
+        group_pg = ray.util.get_current_placement_group()
+        if group_pg is not None and len(group_pg.bundle_specs) < len(groups) + 1:
+            raise UserError(
+                f"federation: {len(groups)} actors need {len(groups) + 1} placement-group "
+                f"bundles, the trial reserved {len(group_pg.bundle_specs)}"
+            )
         need_cpu = len(groups) * fed.num_cpus
         need_gpu = len(groups) * fed.num_gpus
         have = ray.cluster_resources()  # type: ignore[no-untyped-call]
@@ -79,14 +85,25 @@ class RayExecutor(Executor):
                 f"but the cluster has {have.get('GPU', 0):g}; lower federation.num_gpus"
             )
         threads = max(1, math.floor(fed.num_cpus)) if fed.num_cpus >= 1 else 1
-        actor_cls = ray.remote(ClientHost).options(
-            num_cpus=fed.num_cpus, num_gpus=fed.num_gpus, max_restarts=0
-        )
+        actor_cls = ray.remote(ClientHost)
         self.owner: dict[int, int] = {}
         self.actors: list[Any] = []
         for a, group in enumerate(groups):
             sub = replace(spec, clients={c: spec.clients[c] for c in group}, threads=threads)
-            self.actors.append(actor_cls.remote(sub))
+            options: dict[str, Any] = {
+                "num_cpus": fed.num_cpus,
+                "num_gpus": fed.num_gpus,
+                "max_restarts": 0,
+            }
+            if group_pg is not None:
+                # Inside a Tune trial: actor a takes bundle a + 1 (bundle 0 is the trial's
+                # own server), so a trial only ever uses what its placement group reserved.
+                from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+                options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
+                    group_pg, placement_group_bundle_index=a + 1
+                )
+            self.actors.append(actor_cls.options(**options).remote(sub))
             for c in group:
                 self.owner[c] = a
         ray.get([actor.ready.remote() for actor in self.actors])

@@ -143,7 +143,15 @@ class MlflowTracker:
             tags["mlflow.parentRunId"] = self.parent_run_id
         try:
             exp = self.client.get_experiment_by_name(self.experiment)
-            exp_id = exp.experiment_id if exp else self.client.create_experiment(self.experiment)
+            exp_id = (
+                exp.experiment_id
+                if exp
+                # Open on the training-runs table, not the GenAI overview.
+                else self.client.create_experiment(
+                    self.experiment,
+                    tags={"mlflow.experimentKind": "custom_model_development"},
+                )
+            )
             run = self.client.create_run(exp_id, tags=tags, run_name=self.run_name)
             self.run_id = run.info.run_id
             items = [Param(k, v[:6000]) for k, v in params.items()]

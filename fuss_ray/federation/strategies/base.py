@@ -9,7 +9,6 @@ centroids are where strategies differ, because they are permutation-ambiguous.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
@@ -68,9 +67,18 @@ class Strategy(ABC):
     federated: ClassVar[bool] = True  # False: clients keep their own state (local-only)
     pooled: ClassVar[bool] = False  # True: all training data on one client (centralised)
 
-    def __init__(self, params: StrategyParams, seed: int = 0) -> None:
+    def __init__(
+        self,
+        params: StrategyParams,
+        seed: int = 0,
+        server_lr: float = 1.0,
+        server_momentum: float = 0.0,
+    ) -> None:
         self.params = params
         self.seed = seed
+        self.server_lr = server_lr
+        self.server_momentum = server_momentum
+        self._velocity: dict[str, NDArray[np.float64]] = {}
 
     def local_objective(self) -> LocalObjective:
         return LocalObjective()
@@ -88,13 +96,24 @@ class Strategy(ABC):
     def aggregate(
         self, global_state: ModelState, updates: list[ClientUpdate], server_round: int
     ) -> ModelState:
-        """The next global state; updates arrive sorted by client id."""
+        """The next global state; updates arrive sorted by client id.
+
+        The head moves toward the weighted client average by a server step with optional
+        momentum (FedAvgM); lr 1 and momentum 0 is plain FedAvg.
+        """
         weights = np.asarray([u.num_samples for u in updates], dtype=np.float64)
         new: ModelState = {}
-        for key in global_state:
+        for key, old in global_state.items():
             if key == CENTROIDS:
                 continue
-            new[key] = weighted_average([u.state[key] for u in updates], weights)
+            avg = weighted_average([u.state[key] for u in updates], weights)
+            if self.server_lr == 1.0 and self.server_momentum == 0.0:
+                new[key] = avg
+                continue
+            delta = avg.astype(np.float64) - old.astype(np.float64)
+            velocity = self.server_momentum * self._velocity.get(key, 0.0) + delta
+            self._velocity[key] = velocity
+            new[key] = (old.astype(np.float64) + self.server_lr * velocity).astype(np.float32)
         new[CENTROIDS] = self.aggregate_centroids(
             global_state[CENTROIDS], updates, weights, server_round
         ).astype(np.float32)
@@ -127,9 +146,8 @@ def strategy_params(raw: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"strategy.{key}: {first['msg']} (got {first.get('input')!r})") from None
 
 
-def build_strategy(raw: dict[str, Any], seed: int) -> Strategy:
+def build_strategy(
+    raw: dict[str, Any], seed: int, server_lr: float = 1.0, server_momentum: float = 0.0
+) -> Strategy:
     cls = STRATEGIES[raw["name"]]
-    return cls(cls.Params.model_validate(raw), seed=seed)
-
-
-Factory = Callable[[dict[str, Any], int], Strategy]
+    return cls(cls.Params.model_validate(raw), seed, server_lr, server_momentum)

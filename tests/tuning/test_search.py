@@ -1,0 +1,236 @@
+"""A real (tiny) search on the local Ray: trials nest under a parent run and never hang."""
+
+import faulthandler
+import itertools
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from fuss_ray.config import load_config
+from fuss_ray.errors import UserError
+from fuss_ray.tuning import load_search, run_search
+from fuss_ray.tuning.search import trial_bundles, trial_config
+
+from ..conftest import tiny_config_dict
+
+SPACE = {
+    "federation.strategy.name": {"type": "categorical", "choices": ["fedprox", "ot-match"]},
+    "partition.alpha": {"type": "loguniform", "low": 0.1, "high": 1.0},
+    "federation.strategy.mu": {
+        "type": "loguniform",
+        "low": 1e-4,
+        "high": 1e-1,
+        "when": {"federation.strategy.name": "fedprox"},
+    },
+    "federation.strategy.epsilon": {
+        "type": "loguniform",
+        "low": 0.01,
+        "high": 0.5,
+        "when": {"federation.strategy.name": "ot-match"},
+    },
+}
+
+
+def _search_file(tmp_path: Path, cache_dir: Path, uri: str | None = None, **search: object) -> Path:
+    base = tiny_config_dict(
+        cache_dir,
+        **{
+            "federation.executor": "ray",
+            "federation.clients_per_actor": 4,
+            "federation.num_cpus": 0.5,
+        },
+    )
+    base["tracking"] = {
+        "uri": uri or f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "experiment": "search",
+    }
+    doc = {
+        "base": base,
+        "search": {
+            "name": "tiny",
+            "num_samples": 3,
+            "max_concurrent": 2,
+            "seed": 0,
+            "storage": f"sqlite:///{tmp_path / 'optuna.db'}",
+            "out_dir": str(tmp_path / "out"),
+            "trial_cpus": 0.5,
+            "scheduler": {"kind": "asha", "grace_period": 1},
+            "space": SPACE,
+            **search,
+        },
+    }
+    path = tmp_path / "search.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_conditional_params_and_bundles(cache_dir: Path, tmp_path: Path) -> None:
+    spec = load_search(_search_file(tmp_path, cache_dir))
+    cfg = trial_config(
+        spec.base, {"federation.strategy.name": "fedprox", "federation.strategy.mu": 0.01}
+    )
+    assert cfg.federation.strategy == {"name": "fedprox", "mu": 0.01}
+    assert trial_bundles(cfg, 0.5) == [{"CPU": 0.5}, {"CPU": 0.5}]
+
+
+@pytest.mark.parametrize(
+    ("space", "message"),
+    [
+        ({"partition.bogus": {"type": "uniform", "low": 0, "high": 1}}, "unknown key"),
+        ({"partition.alpha": {"type": "loguniform", "low": 0, "high": 1}}, "low' > 0"),
+        (
+            {
+                "federation.strategy.mu": {
+                    "type": "uniform",
+                    "low": 0,
+                    "high": 1,
+                    "when": {"federation.strategy.name": "fedprox"},
+                }
+            },
+            "not a searched parameter",
+        ),
+        ({"train.rounds": {"type": "categorical", "choices": []}}, "choices"),
+    ],
+)
+def test_bad_search_space_is_one_line(
+    space: dict,
+    message: str,
+    cache_dir: Path,  # type: ignore[type-arg]
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(UserError) as err:
+        load_search(_search_file(tmp_path, cache_dir, space=space))
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+@dataclass
+class TinySearch:
+    summary: dict  # type: ignore[type-arg]
+    uri: str
+    folder: Path
+    cache_dir: Path
+
+
+@pytest.fixture(scope="module")
+def tiny_search(
+    cache_dir: Path, ray_session: None, mlflow_server: str, tmp_path_factory: pytest.TempPathFactory
+) -> TinySearch:
+    """3 trials, 2 at once, on the real local Ray, logged over HTTP to a real server."""
+    folder = tmp_path_factory.mktemp("search")
+    faulthandler.dump_traceback_later(900, exit=True)  # a hang fails the suite, never stalls it
+    try:
+        summary = run_search(load_search(_search_file(folder, cache_dir, mlflow_server)))
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+    return TinySearch(summary, mlflow_server, folder, cache_dir)
+
+
+@pytest.mark.ray
+def test_tiny_search_nests_runs_and_writes_best_config(tiny_search: TinySearch) -> None:
+    summary = tiny_search.summary
+    assert summary["trials"] == 3 and summary["errored"] == 0
+    best = load_config(Path(summary["best_config"]))
+    assert best.federation.strategy["name"] in ("fedprox", "ot-match")
+    client = MlflowClient(tiny_search.uri)
+    exp = client.get_experiment_by_name("search")
+    runs = client.search_runs([exp.experiment_id])
+    parent = summary["parent_run_id"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent]
+    assert len(children) == 3
+    assert all("miou" in r.data.metrics for r in children)
+    # Trials that ran every round are complete in MLflow; ASHA-stopped ones say KILLED.
+    assert {r.info.status for r in children} <= {"FINISHED", "KILLED"}
+    assert any(r.info.status == "FINISHED" and "final_miou" in r.data.metrics for r in children)
+    # Two trials ran at once: their run intervals overlap.
+    spans = sorted((r.info.start_time, r.info.end_time) for r in children)
+    assert any(b[0] < a[1] for a, b in itertools.pairwise(spans))
+    parent_run = client.get_run(parent)
+    assert parent_run.info.status == "FINISHED" and "best_miou" in parent_run.data.metrics
+    state = json.loads((tiny_search.folder / "out" / "tiny" / "search_state.json").read_text())
+    assert state["parent_run_id"] == parent
+    with pytest.raises(UserError, match="--resume"):
+        run_search(
+            load_search(_search_file(tiny_search.folder, tiny_search.cache_dir, tiny_search.uri))
+        )
+
+
+@pytest.mark.ray
+def test_mlflow_ui_lists_the_trials(tiny_search: TinySearch) -> None:
+    """Headless Chromium opens the search's experiment page, as a user would."""
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(chromium).exists():
+        if os.environ.get("CI"):
+            pytest.fail("CI must install Debian's chromium (see .ci/run)")
+        pytest.skip("Debian's chromium is not installed here")
+    client = MlflowClient(tiny_search.uri)
+    exp = client.get_experiment_by_name("search")
+    children = [
+        r
+        for r in client.search_runs([exp.experiment_id])
+        if r.data.tags.get("mlflow.parentRunId") == tiny_search.summary["parent_run_id"]
+    ]
+    shot = Path(os.environ.get("FUSS_SCREENSHOT_DIR", tiny_search.folder)) / "mlflow_search.png"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        # Wide, because the runs grid only renders the columns in view.
+        page = browser.new_page(viewport={"width": 2600, "height": 700})
+        page.goto(f"{tiny_search.uri}/#/experiments/{exp.experiment_id}/runs")
+        page.get_by_text("tiny", exact=True).first.wait_for(timeout=60_000)  # the parent run
+        page.get_by_role("row").filter(has_text="tiny").get_by_role("button").first.click()
+        for run in children:
+            page.get_by_text(run.info.run_name, exact=True).first.wait_for(timeout=30_000)
+        for name in ("final_miou", "strategy"):
+            _show_column(page, name)
+        page.get_by_text("final_miou", exact=True).first.wait_for(timeout=30_000)
+        page.wait_for_timeout(1_000)
+        grid = page.locator('[role="grid"]').first.inner_text()
+        page.screenshot(path=str(shot), full_page=True)
+        browser.close()
+    for run in children:
+        assert run.info.run_name.startswith(run.data.tags["strategy"])  # strategy shown by name
+        if "final_miou" in run.data.metrics:
+            final = run.data.metrics["final_miou"]
+            assert f"{final:.4g}"[:4] in grid or str(round(final, 2))[:4] in grid
+    assert shot.read_bytes()[:4] == b"\x89PNG"
+
+
+def _show_column(page: Any, name: str) -> None:
+    """Tick a metric or tag in the runs table's Columns menu (the list fills in lazily)."""
+    node = page.locator(
+        f'[class*="tree-treenode"]:has(span[title="{name}"]) [class*="tree-checkbox"]'
+    )
+    for _ in range(10):
+        page.get_by_role("button", name="Columns").first.click()
+        try:
+            node.first.wait_for(timeout=3_000)
+        except Exception:
+            page.keyboard.press("Escape")
+            page.wait_for_timeout(1_000)
+            continue
+        node.first.click()
+        page.keyboard.press("Escape")
+        return
+    page.get_by_role("button", name="Columns").first.click()
+    page.screenshot(path=str(Path(os.environ.get("FUSS_SCREENSHOT_DIR", ".")) / "columns.png"))
+    raise AssertionError(f"the Columns menu never offered '{name}'")
+
+
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
