@@ -104,4 +104,11 @@ def example_values(space: dict[str, ParamSpec]) -> list[dict[str, Any]]:
     for key, spec in space.items():
         if spec.type == "categorical" and spec.choices:
             variants = [{**v, key: c} for v in variants for c in spec.choices]
-    return [{k: v for k, v in var.items() if _active(space[k], var)} for var in variants]
+    out = []
+    for var in variants:
+        chosen: dict[str, Any] = {}
+        for key, spec in space.items():  # in dependency order, as DefineByRun walks it
+            if _active(spec, chosen):
+                chosen[key] = var[key]
+        out.append(chosen)
+    return out

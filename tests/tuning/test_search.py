@@ -155,6 +155,10 @@ def test_tiny_search_nests_runs_and_writes_best_config(tiny_search: TinySearch) 
     assert parent_run.info.status == "FINISHED" and "best_miou" in parent_run.data.metrics
     state = json.loads((tiny_search.folder / "out" / "tiny" / "search_state.json").read_text())
     assert state["parent_run_id"] == parent
+    # --resume reopens the same Tune experiment and the same parent run.
+    spec = load_search(_search_file(tiny_search.folder, tiny_search.cache_dir, tiny_search.uri))
+    resumed = run_search(spec, resume=True)
+    assert resumed["trials"] == 3 and resumed["parent_run_id"] == parent
     with pytest.raises(UserError, match="--resume"):
         run_search(
             load_search(_search_file(tiny_search.folder, tiny_search.cache_dir, tiny_search.uri))
@@ -234,3 +238,9 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+
+
+def test_shipped_searches_validate() -> None:
+    for path in sorted((Path(__file__).resolve().parents[2] / "configs/searches").glob("*.yaml")):
+        spec = load_search(path)
+        assert spec.search.num_samples >= 1
