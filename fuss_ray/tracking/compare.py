@@ -27,12 +27,14 @@ def collect(uri: str, experiment: str) -> dict[tuple[str, str, str], list[float]
     if exp is None:
         raise UserError(f"--experiment: no experiment named '{experiment}' at {uri}")
     groups: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+    seen: set[tuple[str, ...]] = set()  # a re-run of the same seed replaces the older one
     token = None
     while True:
         page = client.search_runs(
             [exp.experiment_id],
             "attributes.status = 'FINISHED'",
             max_results=1000,
+            order_by=["attributes.start_time DESC"],
             page_token=token,
         )
         for run in page:
@@ -40,6 +42,9 @@ def collect(uri: str, experiment: str) -> dict[tuple[str, str, str], list[float]
             if "final_miou" not in metrics or tags.get("strategy") in (None, "search"):
                 continue
             key = tuple(tags.get(t, "?") for t in GROUP_TAGS)
+            if (*key, tags.get("seed", "?")) in seen:
+                continue
+            seen.add((*key, tags.get("seed", "?")))
             groups[key].append(float(metrics["final_miou"]))  # type: ignore[index]
         token = page.token
         if not token:

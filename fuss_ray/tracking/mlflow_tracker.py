@@ -7,11 +7,14 @@ JSON lines, and the artifact list), and the run says so once on stderr.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -67,6 +70,26 @@ def run_tags(config: RunConfig, num_clients: int) -> dict[str, str]:
     return tags
 
 
+@contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Serialise first use of a SQLite store across processes.
+
+    MLflow creates and migrates a new SQLite database on first touch; two runs started at
+    once (parallel seeds, concurrent Tune trials) would both migrate it and one would fail.
+    """
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{db}.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 class Tracker(Protocol):
     run_id: str | None
 
@@ -117,7 +140,13 @@ class MlflowTracker:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         from mlflow import MlflowClient
 
-        self.client = MlflowClient(tracking_uri=uri)
+        try:
+            with store_lock(uri):  # a new SQLite store is created and migrated right here
+                self.client = MlflowClient(tracking_uri=uri)
+                if uri.startswith("sqlite:///"):
+                    self.client.search_experiments(max_results=1)
+        except Exception as exc:
+            self._fail("opening the store", exc)
 
     def _fail(self, what: str, exc: BaseException) -> None:
         if self.failed is None:
@@ -134,6 +163,21 @@ class MlflowTracker:
         with (self.unsent_dir / name).open("a") as fh:
             fh.write(json.dumps(record) + "\n")
 
+    def _experiment_id(self) -> str:
+        """Get or create the experiment; another run may create it at the same moment."""
+        exp = self.client.get_experiment_by_name(self.experiment)
+        if exp is not None:
+            return str(exp.experiment_id)
+        try:
+            # Open on the training-runs table, not the GenAI overview.
+            tags = {"mlflow.experimentKind": "custom_model_development"}
+            return str(self.client.create_experiment(self.experiment, tags=tags))
+        except Exception:
+            exp = self.client.get_experiment_by_name(self.experiment)
+            if exp is None:
+                raise
+            return str(exp.experiment_id)
+
     def start(self, config: RunConfig, num_clients: int) -> None:
         from mlflow.entities import Param
 
@@ -142,16 +186,10 @@ class MlflowTracker:
         if self.parent_run_id:
             tags["mlflow.parentRunId"] = self.parent_run_id
         try:
-            exp = self.client.get_experiment_by_name(self.experiment)
-            exp_id = (
-                exp.experiment_id
-                if exp
-                # Open on the training-runs table, not the GenAI overview.
-                else self.client.create_experiment(
-                    self.experiment,
-                    tags={"mlflow.experimentKind": "custom_model_development"},
-                )
-            )
+            if self.failed is not None:
+                raise RuntimeError(f"the store failed while {self.failed}")
+            with store_lock(self.uri):
+                exp_id = self._experiment_id()
             run = self.client.create_run(exp_id, tags=tags, run_name=self.run_name)
             self.run_id = run.info.run_id
             items = [Param(k, v[:6000]) for k, v in params.items()]
