@@ -124,6 +124,11 @@ class FederationConfig(_Strict):
     min_clients: int = Field(1, ge=1)
     server_lr: float = Field(1.0, gt=0.0, le=10.0, description="server step on the head")
     server_momentum: float = Field(0.0, ge=0.0, lt=1.0, description="FedAvgM momentum")
+    head_aggregation: Literal["mean", "median", "trimmed_mean"] = "mean"
+    trim_fraction: float = Field(0.1, ge=0.0, lt=0.5, description="trimmed_mean: per end")
+    max_update_norm: float | None = Field(
+        None, gt=0.0, description="reject updates farther than this (L2) from the global state"
+    )
     executor: Literal["ray", "sequential"] = "ray"
     clients_per_actor: int = Field(1, ge=1, le=100_000)
     num_cpus: float = Field(1.0, ge=0.0, le=1024.0, description="per actor")

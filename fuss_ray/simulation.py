@@ -105,7 +105,14 @@ def run_simulation(
     torch.set_num_threads(1)
     prepared = prepare(config, show_progress)
     fed = config.federation
-    strategy = build_strategy(fed.strategy, config.seed, fed.server_lr, fed.server_momentum)
+    strategy = build_strategy(
+        fed.strategy,
+        config.seed,
+        fed.server_lr,
+        fed.server_momentum,
+        fed.head_aggregation,
+        fed.trim_fraction,
+    )
     if strategy.pooled:
         config = pooled_config(config)
     write_manifest(

@@ -12,7 +12,7 @@ import numpy as np
 from fuss_ray.config import RunConfig
 from fuss_ray.features.cache import FeatureStore
 from fuss_ray.federation.executor import Executor
-from fuss_ray.federation.strategies.base import ModelState, Strategy
+from fuss_ray.federation.strategies.base import ModelState, Strategy, screen_updates
 from fuss_ray.metrics.evaluate import evaluate_state
 from fuss_ray.models.head import FussModel
 
@@ -34,6 +34,7 @@ class RoundResult:
     bytes_sent: int = 0  # server -> clients: the broadcast, once per sampled client
     bytes_received: int = 0  # clients -> server: their updates
     per_client: list[dict[str, float]] = field(default_factory=list)
+    rejected: dict[int, str] = field(default_factory=dict)  # client id -> reason
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -45,6 +46,7 @@ class RoundResult:
             "mean_loss": self.mean_loss,
             "bytes_sent": self.bytes_sent,
             "bytes_received": self.bytes_received,
+            "rejected": {str(k): v for k, v in self.rejected.items()},
         }
 
     def metrics(self) -> dict[str, float]:
@@ -57,6 +59,7 @@ class RoundResult:
             "bytes_sent": float(self.bytes_sent),
             "bytes_received": float(self.bytes_received),
             "clients_sampled": float(len(self.clients)),
+            "rejected_updates": float(len(self.rejected)),
         }
         series = {
             "client_loss": self.client_losses,
@@ -127,10 +130,14 @@ class Server:
         for u in updates:
             self.participation[u.client_id] += 1
             self.last_loss[u.client_id] = u.loss
+        accepted, rejected = screen_updates(
+            self.state, updates, self.config.federation.max_update_norm
+        )
         if self.strategy.federated:
-            self.state = self.strategy.aggregate(self.state, updates, server_round)
+            if accepted:  # with every update rejected the global state stays as it was
+                self.state = self.strategy.aggregate(self.state, accepted, server_round)
         else:
-            for u in updates:
+            for u in accepted:
                 self.client_states[u.client_id] = u.state
         miou, pixel_acc, per_client = self.evaluate()
         return RoundResult(
@@ -139,9 +146,10 @@ class Server:
             pixel_acc=pixel_acc,
             seconds=time.perf_counter() - started,
             clients=clients,
-            mean_loss=float(np.mean([u.loss for u in updates])),
-            client_losses=[u.loss for u in updates],
+            mean_loss=float(np.mean([u.loss for u in accepted])) if accepted else float("nan"),
+            client_losses=[u.loss for u in accepted],
             bytes_sent=sent,
             bytes_received=sum(state_bytes(u.state) for u in updates),
             per_client=per_client,
+            rejected=rejected,
         )

@@ -73,11 +73,15 @@ class Strategy(ABC):
         seed: int = 0,
         server_lr: float = 1.0,
         server_momentum: float = 0.0,
+        head_aggregation: str = "mean",
+        trim_fraction: float = 0.1,
     ) -> None:
         self.params = params
         self.seed = seed
         self.server_lr = server_lr
         self.server_momentum = server_momentum
+        self.head_aggregation = head_aggregation
+        self.trim_fraction = trim_fraction
         self._velocity: dict[str, NDArray[np.float64]] = {}
 
     def local_objective(self) -> LocalObjective:
@@ -93,6 +97,22 @@ class Strategy(ABC):
     ) -> NDArray[np.float32]:
         """The next global centroids from the clients' (permutation-ambiguous) ones."""
 
+    def _combine_head(
+        self, arrays: list[NDArray[np.float32]], weights: NDArray[np.float64]
+    ) -> NDArray[np.float32]:
+        """Weighted mean, or a robust coordinate-wise rule that outliers cannot drag."""
+        if self.head_aggregation == "mean":
+            return weighted_average(arrays, weights)
+        stacked = np.stack([a.astype(np.float64) for a in arrays])
+        if self.head_aggregation == "median":
+            out: NDArray[np.float32] = np.median(stacked, axis=0).astype(np.float32)
+            return out
+        cut = int(self.trim_fraction * len(arrays))
+        ordered = np.sort(stacked, axis=0)
+        kept = ordered[cut : len(arrays) - cut]
+        trimmed: NDArray[np.float32] = kept.mean(axis=0).astype(np.float32)
+        return trimmed
+
     def aggregate(
         self, global_state: ModelState, updates: list[ClientUpdate], server_round: int
     ) -> ModelState:
@@ -106,7 +126,7 @@ class Strategy(ABC):
         for key, old in global_state.items():
             if key == CENTROIDS:
                 continue
-            avg = weighted_average([u.state[key] for u in updates], weights)
+            avg = self._combine_head([u.state[key] for u in updates], weights)
             if self.server_lr == 1.0 and self.server_momentum == 0.0:
                 new[key] = avg
                 continue
@@ -147,7 +167,39 @@ def strategy_params(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_strategy(
-    raw: dict[str, Any], seed: int, server_lr: float = 1.0, server_momentum: float = 0.0
+    raw: dict[str, Any],
+    seed: int,
+    server_lr: float = 1.0,
+    server_momentum: float = 0.0,
+    head_aggregation: str = "mean",
+    trim_fraction: float = 0.1,
 ) -> Strategy:
     cls = STRATEGIES[raw["name"]]
-    return cls(cls.Params.model_validate(raw), seed, server_lr, server_momentum)
+    params = cls.Params.model_validate(raw)
+    return cls(params, seed, server_lr, server_momentum, head_aggregation, trim_fraction)
+
+
+def screen_updates(
+    global_state: ModelState, updates: list[ClientUpdate], max_norm: float | None
+) -> tuple[list[ClientUpdate], dict[int, str]]:
+    """Drop updates with NaN/Inf values or too far from the global state; say why.
+
+    A rejected update is never aggregated, so one broken or poisoned client cannot move
+    the global model.
+    """
+    kept: list[ClientUpdate] = []
+    rejected: dict[int, str] = {}
+    for u in updates:
+        if not all(np.isfinite(u.state[k]).all() for k in u.state) or not np.isfinite(u.loss):
+            rejected[u.client_id] = "non-finite"
+            continue
+        if max_norm is not None:
+            sq = sum(
+                float(np.sum((u.state[k].astype(np.float64) - global_state[k]) ** 2))
+                for k in global_state
+            )
+            if sq**0.5 > max_norm:
+                rejected[u.client_id] = "norm"
+                continue
+        kept.append(u)
+    return kept, rejected

@@ -1,0 +1,64 @@
+"""A broken client must not move the global model."""
+
+from pathlib import Path
+
+import numpy as np
+
+from fuss_ray.config import validate_config
+from fuss_ray.federation.client import HostSpec, build_model
+from fuss_ray.federation.executor import Executor, SequentialExecutor
+from fuss_ray.federation.server import Server
+from fuss_ray.federation.strategies import ClientUpdate, build_strategy
+from fuss_ray.federation.strategies.base import ModelState
+from fuss_ray.simulation import initial_state, prepare
+
+from ..conftest import tiny_config_dict
+
+
+class PoisonedExecutor(Executor):
+    """Client 1 returns NaN weights (a crashed GPU kernel, or an attacker)."""
+
+    def __init__(self, inner: SequentialExecutor) -> None:
+        self.inner = inner
+
+    def train(
+        self, global_state: ModelState, client_ids: list[int], server_round: int
+    ) -> list[ClientUpdate]:
+        updates = self.inner.train(global_state, client_ids, server_round)
+        for u in updates:
+            if u.client_id == 1:
+                u.state = {k: np.full_like(v, np.nan) for k, v in u.state.items()}
+        return updates
+
+
+def test_nan_client_does_not_change_the_global_model(cache_dir: Path) -> None:
+    cfg = validate_config(tiny_config_dict(cache_dir, **{"federation.strategy": "fedavg"}))
+    prep = prepare(cfg, show_progress=False)
+    strategy = build_strategy(cfg.federation.strategy, cfg.seed)
+    spec = HostSpec(
+        cfg.to_dict(),
+        str(prep.train_store.path),
+        {c: i.tolist() for c, i in enumerate(prep.partition.clients)},
+        strategy.local_objective(),
+        strategy.federated,
+    )
+    start = initial_state(cfg, prep.train_store.feature_dim)
+    model = build_model(cfg, prep.train_store.feature_dim)
+    server = Server(
+        cfg,
+        strategy,
+        PoisonedExecutor(SequentialExecutor(spec)),
+        [0, 1, 2, 3],
+        prep.eval_store,
+        model,
+        dict(start),
+    )
+    result = server.run_round(1)
+    assert result.rejected == {1: "non-finite"}
+    assert result.metrics()["rejected_updates"] == 1.0
+    assert all(np.isfinite(v).all() for v in server.state.values())
+    # Exactly what the three healthy clients alone would have produced.
+    honest = SequentialExecutor(spec).train(start, [0, 2, 3], 1)
+    expected = build_strategy(cfg.federation.strategy, cfg.seed).aggregate(start, honest, 1)
+    for k in expected:
+        assert np.array_equal(server.state[k], expected[k]), k
