@@ -22,7 +22,7 @@ from fuss_ray.features.cache import FeatureStore, ensure_features
 from fuss_ray.federation.client import HostSpec, build_model
 from fuss_ray.federation.executor import Executor, RayExecutor, SequentialExecutor
 from fuss_ray.federation.server import Server
-from fuss_ray.federation.strategies import build_strategy
+from fuss_ray.federation.strategies import Strategy, build_strategy
 from fuss_ray.io import write_json
 from fuss_ray.metrics.evaluate import evaluate_state
 from fuss_ray.metrics.segmentation import random_assignment_scores
@@ -77,6 +77,17 @@ def pooled_config(config: RunConfig) -> RunConfig:
     return config.model_copy(update={"train": train})
 
 
+def host_spec(config: RunConfig, prepared: Prepared, strategy: Strategy) -> HostSpec:
+    """What every client host needs: the config, the cache, its clients' images."""
+    return HostSpec(
+        config=config.to_dict(),
+        store_path=str(prepared.train_store.path),
+        clients={cid: idx.tolist() for cid, idx in enumerate(prepared.partition.clients)},
+        objective=strategy.local_objective(),
+        federated=strategy.federated,
+    )
+
+
 def initial_state(config: RunConfig, in_dim: int) -> ModelState:
     """The state every client starts from: seeded, identical for all clients."""
     torch.manual_seed(config.seed)
@@ -118,14 +129,7 @@ def run_simulation(
     write_manifest(
         out_dir / "partition.parquet", prepared.partition, prepared.image_ids, prepared.histograms
     )
-    clients = {cid: idx.tolist() for cid, idx in enumerate(prepared.partition.clients)}
-    spec = HostSpec(
-        config=config.to_dict(),
-        store_path=str(prepared.train_store.path),
-        clients=clients,
-        objective=strategy.local_objective(),
-        federated=strategy.federated,
-    )
+    spec = host_spec(config, prepared, strategy)
     initial = initial_state(config, prepared.train_store.feature_dim)
     model = build_model(config, prepared.train_store.feature_dim)
     num_classes = config.data.num_classes
@@ -135,7 +139,9 @@ def run_simulation(
 
     tracker = make_tracker(config, out_dir, parent_run_id, run_name)
     executor = make_executor(config, spec)
-    server = Server(config, strategy, executor, list(clients), prepared.eval_store, model, initial)
+    server = Server(
+        config, strategy, executor, list(spec.clients), prepared.eval_store, model, initial
+    )
     tracker.start(config, prepared.partition.num_clients)
     rounds: list[dict[str, Any]] = []
     last = None

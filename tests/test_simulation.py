@@ -7,24 +7,13 @@ from pathlib import Path
 import pytest
 
 from fuss_ray.config import validate_config
+from fuss_ray.federation.strategies import STRATEGIES
 from fuss_ray.simulation import run_simulation
 
 from .conftest import tiny_config_dict
 
 
-@pytest.mark.parametrize(
-    "strategy",
-    [
-        "local",
-        "fedavg",
-        "fedprox",
-        "moon",
-        "fuss-maximin",
-        "fuss-kmeans",
-        "ot-match",
-        "centralized",
-    ],
-)
+@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
 def test_every_strategy_runs(strategy: str, cache_dir: Path, tmp_path: Path) -> None:
     cfg = validate_config(tiny_config_dict(cache_dir, **{"federation.strategy": strategy}))
     summary = run_simulation(cfg, tmp_path, show_progress=False)

@@ -10,7 +10,7 @@ from fuss_ray.errors import UserError
 from fuss_ray.federation.client import HostSpec
 from fuss_ray.federation.executor import RayExecutor, SequentialExecutor, pack_clients
 from fuss_ray.federation.strategies import build_strategy
-from fuss_ray.simulation import initial_state, prepare
+from fuss_ray.simulation import host_spec, initial_state, prepare
 
 from ..conftest import tiny_config_dict
 
@@ -19,13 +19,7 @@ def _spec(cache_dir: Path, strategy: str = "fuss-maximin") -> tuple[HostSpec, di
     cfg = validate_config(tiny_config_dict(cache_dir, **{"federation.strategy": strategy}))
     prep = prepare(cfg, show_progress=False)
     s = build_strategy(cfg.federation.strategy, cfg.seed)
-    spec = HostSpec(
-        cfg.to_dict(),
-        str(prep.train_store.path),
-        {c: i.tolist() for c, i in enumerate(prep.partition.clients)},
-        s.local_objective(),
-        s.federated,
-    )
+    spec = host_spec(cfg, prep, s)
     return spec, initial_state(cfg, prep.train_store.feature_dim)
 
 

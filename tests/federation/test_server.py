@@ -5,12 +5,12 @@ from pathlib import Path
 import numpy as np
 
 from fuss_ray.config import validate_config
-from fuss_ray.federation.client import HostSpec, build_model
+from fuss_ray.federation.client import build_model
 from fuss_ray.federation.executor import Executor, SequentialExecutor
 from fuss_ray.federation.server import Server
 from fuss_ray.federation.strategies import ClientUpdate, build_strategy
 from fuss_ray.federation.strategies.base import ModelState
-from fuss_ray.simulation import initial_state, prepare
+from fuss_ray.simulation import host_spec, initial_state, prepare
 
 from ..conftest import tiny_config_dict
 
@@ -35,13 +35,7 @@ def test_nan_client_does_not_change_the_global_model(cache_dir: Path) -> None:
     cfg = validate_config(tiny_config_dict(cache_dir, **{"federation.strategy": "fedavg"}))
     prep = prepare(cfg, show_progress=False)
     strategy = build_strategy(cfg.federation.strategy, cfg.seed)
-    spec = HostSpec(
-        cfg.to_dict(),
-        str(prep.train_store.path),
-        {c: i.tolist() for c, i in enumerate(prep.partition.clients)},
-        strategy.local_objective(),
-        strategy.federated,
-    )
+    spec = host_spec(cfg, prep, strategy)
     start = initial_state(cfg, prep.train_store.feature_dim)
     model = build_model(cfg, prep.train_store.feature_dim)
     server = Server(
