@@ -18,16 +18,10 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-STRATEGIES = [
-    "local",
-    "fedavg",
-    "fedprox",
-    "moon",
-    "fuss-maximin",
-    "fuss-kmeans",
-    "ot-match",
-    "centralized",
-]
+from fuss_ray.federation.strategies import STRATEGIES as REGISTRY
+
+# Every registered strategy, baselines first and the upper reference last.
+STRATEGIES = sorted(REGISTRY, key=lambda n: (n == "centralized", n != "local", n))
 
 
 def _run(config: Path, strategy: str, seed: int, out: Path, extra: list[str]) -> dict[str, object]:
