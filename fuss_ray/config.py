@@ -34,6 +34,9 @@ class DataConfig(_Strict):
     regions: tuple[int, int] = Field((3, 7), description="synthetic: min and max regions")
     domains: int = Field(3, ge=1, le=1000, description="synthetic: appearance domains")
     eval_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="folder: held-out share")
+    strict: bool = Field(
+        False, description="folder: a corrupt image is an error instead of a counted skip"
+    )
 
     @field_validator("regions")
     @classmethod
@@ -130,6 +133,16 @@ class FederationConfig(_Strict):
         None, gt=0.0, description="reject updates farther than this (L2) from the global state"
     )
     executor: Literal["ray", "sequential"] = "ray"
+    on_actor_failure: Literal["retry", "drop"] = Field(
+        "retry",
+        description="a dead actor's clients are trained again once it restarts, or the round "
+        "completes with the survivors (if min_clients of them are left)",
+    )
+    max_actor_restarts: int = Field(3, ge=0, le=1000, description="per actor, over the run")
+    round_retries: int = Field(2, ge=0, le=100, description="retry: attempts per round")
+    memory_limit_gb: float | None = Field(
+        None, gt=0.0, description="refuse runs estimated above this (default: what is free)"
+    )
     clients_per_actor: int = Field(1, ge=1, le=100_000)
     num_cpus: float = Field(1.0, ge=0.0, le=1024.0, description="per actor")
     num_gpus: float = Field(0.0, ge=0.0, le=64.0, description="per actor")
@@ -162,6 +175,28 @@ class TrackingConfig(_Strict):
     timeout_s: float = Field(10.0, gt=0.0, le=600.0, description="per HTTP request")
 
 
+class CheckpointConfig(_Strict):
+    """Crash safety: the whole simulation state, written under OUT/checkpoints."""
+
+    every: int = Field(1, ge=0, le=100_000, description="rounds between checkpoints; 0: never")
+    keep: int = Field(2, ge=1, le=1000, description="newest checkpoints kept on disk")
+
+
+# Fields that decide where and how fast clients run, never what they compute (the Ray and
+# sequential executors are bit-identical), so a run may resume under different values.
+PLACEMENT_FIELDS = {
+    "federation": (
+        "executor",
+        "clients_per_actor",
+        "num_cpus",
+        "num_gpus",
+        "ray_address",
+        "max_actor_restarts",
+        "memory_limit_gb",
+    ),
+}
+
+
 class RunConfig(_Strict):
     """A whole simulation."""
 
@@ -175,6 +210,7 @@ class RunConfig(_Strict):
     train: TrainConfig = TrainConfig()
     federation: FederationConfig = FederationConfig()
     tracking: TrackingConfig = TrackingConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
 
     @field_validator("tracking", mode="before")
     @classmethod
@@ -196,6 +232,27 @@ class RunConfig(_Strict):
         """A hash of the resolved config, so that outputs can be tied to it."""
         blob = json.dumps(self.to_dict(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+    def outcome_dict(self) -> dict[str, Any]:
+        """The config minus placement fields: what a resumed run must agree on."""
+        tree = self.to_dict()
+        for section, keys in PLACEMENT_FIELDS.items():
+            for key in keys:
+                tree[section].pop(key, None)
+        return tree
+
+
+def first_difference(a: Any, b: Any, prefix: str = "") -> str | None:
+    """The dotted key of the first value that differs between two config trees."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            found = first_difference(a.get(key), b.get(key), f"{prefix}{key}.")
+            if found is not None:
+                return found
+        return None
+    if a != b:
+        return f"{prefix.rstrip('.')}: {a!r} vs {b!r}"
+    return None
 
 
 def _format_error(err: ValidationError, source: str) -> str:

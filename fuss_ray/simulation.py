@@ -6,6 +6,7 @@ before any actor starts or any file is written to the output folder.
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,10 +16,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from fuss_ray.config import RunConfig
+from fuss_ray.config import RunConfig, first_difference
 from fuss_ray.data.base import SegmentationDataset, build_datasets, label_histograms
 from fuss_ray.data.partition import Partition, make_partition, write_manifest
+from fuss_ray.errors import UserError
 from fuss_ray.features.cache import FeatureStore, ensure_features
+from fuss_ray.federation.checkpoint import Checkpoint, CheckpointWriter, latest_checkpoint
 from fuss_ray.federation.client import HostSpec, build_model
 from fuss_ray.federation.executor import Executor, RayExecutor, SequentialExecutor
 from fuss_ray.federation.server import Server
@@ -77,7 +80,9 @@ def pooled_config(config: RunConfig) -> RunConfig:
     return config.model_copy(update={"train": train})
 
 
-def host_spec(config: RunConfig, prepared: Prepared, strategy: Strategy) -> HostSpec:
+def host_spec(
+    config: RunConfig, prepared: Prepared, strategy: Strategy, restore_dir: Path | None = None
+) -> HostSpec:
     """What every client host needs: the config, the cache, its clients' images."""
     return HostSpec(
         config=config.to_dict(),
@@ -85,13 +90,56 @@ def host_spec(config: RunConfig, prepared: Prepared, strategy: Strategy) -> Host
         clients={cid: idx.tolist() for cid, idx in enumerate(prepared.partition.clients)},
         objective=strategy.local_objective(),
         federated=strategy.federated,
+        restore_dir=str(restore_dir.resolve()) if restore_dir is not None else None,
     )
+
+
+def checkpoint_to_resume(config: RunConfig, out_dir: Path) -> Checkpoint:
+    """The checkpoint a `--resume` continues from, refused if it belongs to another config."""
+    ckpt = latest_checkpoint(out_dir / "checkpoints")
+    if ckpt is None:
+        raise UserError(f"--resume {out_dir}: no checkpoint there to resume from")
+    diff = first_difference(ckpt.meta["outcome_config"], config.outcome_dict())
+    if diff is not None:
+        raise UserError(
+            f"--resume {out_dir}: the config differs from the one this run started with ({diff})"
+        )
+    if ckpt.round >= config.train.rounds and (out_dir / "summary.json").is_file():
+        raise UserError(f"--resume {out_dir}: this run already finished (summary.json)")
+    return ckpt
 
 
 def initial_state(config: RunConfig, in_dim: int) -> ModelState:
     """The state every client starts from: seeded, identical for all clients."""
     torch.manual_seed(config.seed)
     return model_state(build_model(config, in_dim))
+
+
+def save_checkpoint(
+    writer: CheckpointWriter,
+    server_round: int,
+    server: Server,
+    executor: Executor,
+    config: RunConfig,
+    rounds: list[dict[str, Any]],
+    tracker: Any,
+    elapsed: float,
+) -> Checkpoint:
+    """Hosts write their clients' state, then the server's part publishes the folder."""
+    staging = writer.staging(server_round)
+    client_files = executor.save_clients(staging)
+    arrays, server_meta = server.export()
+    meta = {
+        "config": config.to_dict(),
+        "outcome_config": config.outcome_dict(),
+        "config_digest": config.digest(),
+        "mlflow_run_id": tracker.run_id,
+        "server": server_meta,
+        "rounds": rounds,
+        "elapsed_seconds": elapsed,
+        "client_files": {str(c): f for c, f in client_files.items()},
+    }
+    return writer.publish(staging, server_round, arrays, meta)
 
 
 def make_executor(config: RunConfig, spec: HostSpec) -> Executor:
@@ -107,13 +155,17 @@ def run_simulation(
     on_round: Callable[[dict[str, Any]], None] | None = None,
     parent_run_id: str | None = None,
     run_name: str | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Run every round, track it, and write `summary.json` and the artifacts.
 
     `on_round` receives each round's summary (Ray Tune reports through it);
-    `parent_run_id` nests the MLflow run under a search's parent run.
+    `parent_run_id` nests the MLflow run under a search's parent run. With `resume`, the
+    run continues from the newest checkpoint in `out_dir` (and in the same MLflow run).
     """
     torch.set_num_threads(1)
+    ckpt_root = out_dir / "checkpoints"
+    restored = checkpoint_to_resume(config, out_dir) if resume else None
     prepared = prepare(config, show_progress)
     fed = config.federation
     strategy = build_strategy(
@@ -129,7 +181,9 @@ def run_simulation(
     write_manifest(
         out_dir / "partition.parquet", prepared.partition, prepared.image_ids, prepared.histograms
     )
-    spec = host_spec(config, prepared, strategy)
+    if restored is None and ckpt_root.exists():
+        shutil.rmtree(ckpt_root)  # a fresh run must never restore another run's clients
+    spec = host_spec(config, prepared, strategy, ckpt_root)
     initial = initial_state(config, prepared.train_store.feature_dim)
     model = build_model(config, prepared.train_store.feature_dim)
     num_classes = config.data.num_classes
@@ -142,17 +196,33 @@ def run_simulation(
     server = Server(
         config, strategy, executor, list(spec.clients), prepared.eval_store, model, initial
     )
-    tracker.start(config, prepared.partition.num_clients)
     rounds: list[dict[str, Any]] = []
+    first_round, elapsed_before = 1, 0.0
+    logged: set[int] = set()
+    if restored is not None:
+        server.restore(restored.server_tree(), restored.meta["server"])
+        rounds = list(restored.meta["rounds"])
+        first_round = restored.round + 1
+        elapsed_before = float(restored.meta["elapsed_seconds"])
+        logged = tracker.resume(restored.meta["mlflow_run_id"], config, len(spec.clients))
+    else:
+        tracker.start(config, prepared.partition.num_clients)
+    writer = CheckpointWriter(ckpt_root, config.checkpoint.keep)
     last = None
     started = time.perf_counter()
     status = "KILLED"  # stopped from outside (Ctrl-C, an early-stopping scheduler)
     try:
         with progress_bar(f"{strategy.name} rounds", config.train.rounds, show_progress) as advance:
-            for r in range(1, config.train.rounds + 1):
+            advance(first_round - 1)
+            for r in range(first_round, config.train.rounds + 1):
                 last = server.run_round(r)
                 rounds.append(last.summary())
-                tracker.log_metrics(last.metrics(), step=r)
+                if r not in logged:  # a resumed round may have been logged before the kill
+                    tracker.log_metrics(last.metrics(), step=r)
+                every = config.checkpoint.every
+                if every and (r % every == 0 or r == config.train.rounds):
+                    elapsed = elapsed_before + time.perf_counter() - started
+                    save_checkpoint(writer, r, server, executor, config, rounds, tracker, elapsed)
                 # The last round is reported only once the run is fully recorded, since
                 # a scheduler may stop the trial the moment it hears of it.
                 if on_round is not None and r < config.train.rounds:
@@ -166,7 +236,8 @@ def run_simulation(
         executor.shutdown()
         if status != "FINISHED":
             tracker.finish(status)
-    assert last is not None
+    if last is None:  # resumed after the last round's checkpoint: evaluate what it holds
+        last = server.evaluate_result(config.train.rounds)
     final: dict[str, Any] = {"miou": last.miou, "pixel_acc": last.pixel_acc}
     if last.per_client:
         final["per_client"] = last.per_client
@@ -182,7 +253,8 @@ def run_simulation(
         },
         "clients_per_round": len(server.sample(1)),
         "client_sizes": prepared.partition.sizes(),
-        "wall_seconds": time.perf_counter() - started,
+        "wall_seconds": elapsed_before + time.perf_counter() - started,
+        "resumed_from_round": restored.round if restored is not None else None,
         "mlflow_run_id": tracker.run_id,
         "config": config.to_dict(),
     }

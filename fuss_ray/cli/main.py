@@ -8,16 +8,25 @@ import os
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
-from fuss_ray.errors import UserError
+from fuss_ray.errors import SimulationError, UserError
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fuss-ray", description="Federated USS simulator on Ray")
     sub = p.add_subparsers(dest="command", required=True)
 
-    def common(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("config", type=Path, help="YAML config (see configs/)")
+    def common(sp: argparse.ArgumentParser, optional: bool = False) -> None:
+        if optional:
+            sp.add_argument(
+                "config",
+                type=Path,
+                nargs="?",
+                help="YAML config (see configs/); with --resume, default: the run's own",
+            )
+        else:
+            sp.add_argument("config", type=Path, help="YAML config (see configs/)")
         sp.add_argument(
             "--set",
             dest="overrides",
@@ -29,8 +38,15 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--quiet", action="store_true", help="no progress bars")
 
     run = sub.add_parser("run", help="run a simulation and write summary.json")
-    common(run)
+    common(run, optional=True)
     run.add_argument("--out", type=Path, default=None, help="output folder (default runs/NAME)")
+    run.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="continue a killed run from the newest checkpoint in its output folder DIR",
+    )
     part = sub.add_parser("partition", help="split the data and write the manifest")
     common(part)
     part.add_argument("--out", type=Path, default=None, help="output folder (default runs/NAME)")
@@ -99,8 +115,12 @@ def _run(args: argparse.Namespace) -> int:
         return _compare(args)
     if args.command == "tune":
         return _tune(args)
+    if args.command == "run" and args.resume is not None:
+        return _resume(args)
     from fuss_ray.config import load_config
 
+    if args.config is None:
+        raise UserError("a config file is required (or --resume DIR)")
     config = load_config(args.config, args.overrides)
     out = getattr(args, "out", None) or Path("runs") / config.name
     if out.exists() and not out.is_dir():
@@ -133,6 +153,36 @@ def _run(args: argparse.Namespace) -> int:
     from fuss_ray.simulation import run_simulation
 
     summary = run_simulation(config, out, show_progress=show)
+    _print_result(summary, out)
+    return 0
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from fuss_ray.config import apply_override, load_config, validate_config
+    from fuss_ray.federation.checkpoint import latest_checkpoint
+    from fuss_ray.simulation import run_simulation
+
+    out: Path = args.resume
+    if args.out is not None and args.out != out:
+        raise UserError("--out and --resume name different folders; give only --resume DIR")
+    if not out.is_dir():
+        raise UserError(f"--resume {out}: no such run folder")
+    if args.config is not None:
+        config = load_config(args.config, args.overrides)
+    else:
+        ckpt = latest_checkpoint(out / "checkpoints")
+        if ckpt is None:
+            raise UserError(f"--resume {out}: no checkpoint there to resume from")
+        tree = ckpt.meta["config"]
+        for item in args.overrides:
+            apply_override(tree, item)
+        config = validate_config(tree, f"{ckpt.path / 'meta.json'}")
+    summary = run_simulation(config, out, show_progress=not args.quiet, resume=True)
+    _print_result(summary, out)
+    return 0
+
+
+def _print_result(summary: dict[str, Any], out: Path) -> None:
     ref = summary["reference"]["random_assignment"]
     print(
         json.dumps(
@@ -144,7 +194,6 @@ def _run(args: argparse.Namespace) -> int:
             }
         )
     )
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"fuss-ray: error: {err}", file=sys.stderr)
         return 2
+    except SimulationError as err:
+        print(f"fuss-ray: failed: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("fuss-ray: interrupted", file=sys.stderr)
         return 130

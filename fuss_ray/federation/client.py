@@ -9,6 +9,7 @@ derived from (seed, k, r), so results do not depend on which host runs which cli
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from numpy.typing import NDArray
 from fuss_ray.config import RunConfig
 from fuss_ray.features.cache import FeatureStore
 from fuss_ray.features.knn import mine_knn, pooled_descriptors
+from fuss_ray.federation.checkpoint import ArrayTree, latest_checkpoint, save_tree
 from fuss_ray.federation.strategies.base import ClientUpdate, LocalObjective, ModelState
 from fuss_ray.losses import CorrespondenceLoss, cluster_loss, moon_loss, proximal_term
 from fuss_ray.models.head import FussModel, load_model_state, model_state
@@ -35,6 +37,9 @@ class HostSpec:
     objective: LocalObjective
     federated: bool
     threads: int = 1
+    # The run's checkpoints folder: a host (re)started with one restores its clients'
+    # persistent state from the newest checkpoint there (a resumed run, a restarted actor).
+    restore_dir: str | None = None
 
 
 def client_seed(seed: int, client_id: int, server_round: int) -> int:
@@ -77,10 +82,45 @@ class ClientHost:
             samples=lc.feature_samples,
             permutations=lc.rand_permutations,
         )
+        self.restored_round = 0
+        if spec.restore_dir is not None:
+            self._restore(Path(spec.restore_dir))
+
+    def _restore(self, root: Path) -> None:
+        ckpt = latest_checkpoint(root)
+        if ckpt is None:
+            return
+        for group, state in ckpt.client_tree(sorted(self.indices)).items():
+            kind, _, cid = group.partition(":")
+            target = self.states if kind == "states" else self.previous
+            target[int(cid)] = state
+        self.restored_round = ckpt.round
 
     def ready(self) -> int:
         """The number of clients hosted; lets the caller wait for construction."""
         return len(self.indices)
+
+    def pid(self) -> int:
+        """The hosting process (tests kill it to simulate a lost worker)."""
+        return os.getpid()
+
+    def persistent_state(self) -> ArrayTree:
+        """What the hosted clients carry between rounds, keyed 'states:ID' / 'previous:ID'."""
+        tree: ArrayTree = {f"states:{c}": s for c, s in self.states.items()}
+        tree.update({f"previous:{c}": s for c, s in self.previous.items()})
+        return tree
+
+    def save(self, directory: str, name: str) -> list[int]:
+        """Write this host's clients' persistent state into a checkpoint being built.
+
+        Returns the ids saved (none when the strategy keeps no client state, and then no
+        file is written): the driver records which file holds which client.
+        """
+        tree = self.persistent_state()
+        if not tree:
+            return []
+        save_tree(Path(directory) / name, tree)
+        return sorted({int(g.partition(":")[2]) for g in tree})
 
     def train(
         self, global_state: ModelState, client_ids: list[int], server_round: int

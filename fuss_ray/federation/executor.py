@@ -8,21 +8,39 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 from abc import ABC, abstractmethod
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from fuss_ray.config import FederationConfig
-from fuss_ray.errors import UserError
+from fuss_ray.errors import SimulationError, UserError
 from fuss_ray.federation.client import ClientHost, HostSpec
 from fuss_ray.federation.strategies.base import ClientUpdate, ModelState
 
 
+@dataclass
+class FailureReport:
+    """What went wrong in one round's training, for the round's metrics."""
+
+    failed_actors: int = 0  # actor failures seen (one actor failing twice counts twice)
+    retried_clients: int = 0
+    lost_clients: list[int] = field(default_factory=list)  # never trained this round
+
+
 class Executor(ABC):
+    last_failures: FailureReport = FailureReport()
+
     @abstractmethod
     def train(
         self, global_state: ModelState, client_ids: list[int], server_round: int
     ) -> list[ClientUpdate]: ...
+
+    @abstractmethod
+    def save_clients(self, directory: Path) -> dict[int, str]:
+        """Have every host write its clients' persistent state; client id -> file name."""
 
     def shutdown(self) -> None:  # noqa: B027  (optional hook)
         """Release hosts; a no-op where there is nothing to release."""
@@ -38,6 +56,69 @@ class SequentialExecutor(Executor):
         self, global_state: ModelState, client_ids: list[int], server_round: int
     ) -> list[ClientUpdate]:
         return self.host.train(global_state, client_ids, server_round)
+
+    def save_clients(self, directory: Path) -> dict[int, str]:
+        name = "clients-0000.npz"
+        return dict.fromkeys(self.host.save(str(directory), name), name)
+
+
+def gather_round(
+    assignment: dict[int, list[int]],
+    submit: Callable[[int, list[int]], Any],
+    fetch: Callable[[Any], list[ClientUpdate]],
+    failures: tuple[type[BaseException], ...],
+    policy: str,
+    retries: int,
+    min_clients: int,
+    server_round: int,
+    recover: Callable[[int], bool] = lambda host: True,
+) -> tuple[list[ClientUpdate], FailureReport]:
+    """Collect one round's updates from hosts that may die under it.
+
+    `assignment` maps host -> clients. A host whose call raises one of `failures` has
+    lost that call's work; with policy 'retry' its clients are submitted again (Ray
+    restarts the actor, which restores its clients from the last checkpoint) up to
+    `retries` times, each once `recover(host)` says the host is back (False: it is gone
+    for good). Whatever is still missing then is dropped, and the round completes with the
+    survivors if at least `min_clients` of them returned.
+    """
+    report = FailureReport()
+    updates: list[ClientUpdate] = []
+    pending = dict(assignment)
+    attempt = 0
+    while pending:
+        futures = {a: submit(a, cids) for a, cids in pending.items()}
+        failed: dict[int, list[int]] = {}
+        for a, fut in futures.items():
+            try:
+                updates.extend(fetch(fut))
+            except failures:
+                failed[a] = pending[a]
+        report.failed_actors += len(failed)
+        if not failed:
+            break
+        if policy == "retry" and attempt < retries:
+            attempt += 1
+            pending = {a: cids for a, cids in failed.items() if recover(a)}
+            report.retried_clients += sum(len(c) for c in pending.values())
+            gone = [c for a, cids in failed.items() if a not in pending for c in cids]
+            report.lost_clients.extend(gone)
+            continue
+        report.lost_clients.extend(c for cids in failed.values() for c in cids)
+        break
+    report.lost_clients.sort()
+    if report.failed_actors:
+        print(
+            f"fuss-ray: warning: round {server_round}: {report.failed_actors} actor failure(s); "
+            f"{report.retried_clients} client(s) retried, {len(report.lost_clients)} lost",
+            file=sys.stderr,
+        )
+    if report.lost_clients and len(updates) < min_clients:
+        raise SimulationError(
+            f"round {server_round}: only {len(updates)} client(s) returned after actor "
+            f"failures, fewer than federation.min_clients={min_clients}"
+        )
+    return sorted(updates, key=lambda u: u.client_id), report
 
 
 def pack_clients(client_ids: list[int], per_actor: int) -> list[list[int]]:
@@ -85,6 +166,7 @@ class RayExecutor(Executor):
                 f"but the cluster has {have.get('GPU', 0):g}; lower federation.num_gpus"
             )
         threads = max(1, math.floor(fed.num_cpus)) if fed.num_cpus >= 1 else 1
+        self.fed = fed
         actor_cls = ray.remote(ClientHost)
         self.owner: dict[int, int] = {}
         self.actors: list[Any] = []
@@ -93,7 +175,10 @@ class RayExecutor(Executor):
             options: dict[str, Any] = {
                 "num_cpus": fed.num_cpus,
                 "num_gpus": fed.num_gpus,
-                "max_restarts": 0,
+                # A restarted actor re-runs its constructor, which restores its clients
+                # from the newest checkpoint; lost calls are retried by gather_round.
+                "max_restarts": fed.max_actor_restarts,
+                "max_task_retries": 0,
             }
             if group_pg is not None:
                 # Inside a Tune trial: actor a takes bundle a + 1 (bundle 0 is the trial's
@@ -117,11 +202,53 @@ class RayExecutor(Executor):
         per_actor: dict[int, list[int]] = {}
         for c in client_ids:
             per_actor.setdefault(self.owner[c], []).append(c)
-        futures = [
-            self.actors[a].train.remote(ref, cids, server_round) for a, cids in per_actor.items()
-        ]
-        updates = [u for batch in ray.get(futures) for u in batch]
-        return sorted(updates, key=lambda u: u.client_id)
+        updates, self.last_failures = gather_round(
+            per_actor,
+            lambda a, cids: self.actors[a].train.remote(ref, cids, server_round),
+            ray.get,
+            (ray.exceptions.RayActorError,),
+            self.fed.on_actor_failure,
+            self.fed.round_retries,
+            self.fed.min_clients,
+            server_round,
+            self._wait_for_restart,
+        )
+        return updates
+
+    def _wait_for_restart(self, actor_index: int, timeout_s: float = 600.0) -> bool:
+        """Block until Ray has restarted the actor (True) or given it up for dead (False)."""
+        import time
+
+        import ray
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                ray.get(self.actors[actor_index].ready.remote())
+                return True
+            except ray.exceptions.ActorUnavailableError:  # restarting: re-importing, restoring
+                time.sleep(0.2)
+            except ray.exceptions.RayActorError:  # out of restarts
+                return False
+        return False
+
+    def save_clients(self, directory: Path) -> dict[int, str]:
+        import ray
+
+        names = [f"clients-{a:04d}.npz" for a in range(len(self.actors))]
+        saved = ray.get(
+            [
+                actor.save.remote(str(directory), n)
+                for actor, n in zip(self.actors, names, strict=True)
+            ]
+        )
+        return {c: n for n, cids in zip(names, saved, strict=True) for c in cids}
+
+    def pids(self) -> list[int]:
+        """The worker process of each actor (what a node failure would take down)."""
+        import ray
+
+        return list(ray.get([actor.pid.remote() for actor in self.actors]))
 
     def shutdown(self) -> None:
         import ray

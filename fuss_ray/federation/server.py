@@ -11,7 +11,8 @@ import numpy as np
 
 from fuss_ray.config import RunConfig
 from fuss_ray.features.cache import FeatureStore
-from fuss_ray.federation.executor import Executor
+from fuss_ray.federation.checkpoint import ArrayTree
+from fuss_ray.federation.executor import Executor, FailureReport
 from fuss_ray.federation.strategies.base import ModelState, Strategy, screen_updates
 from fuss_ray.metrics.evaluate import evaluate_state
 from fuss_ray.models.head import FussModel
@@ -35,6 +36,7 @@ class RoundResult:
     bytes_received: int = 0  # clients -> server: their updates
     per_client: list[dict[str, float]] = field(default_factory=list)
     rejected: dict[int, str] = field(default_factory=dict)  # client id -> reason
+    failures: FailureReport = field(default_factory=FailureReport)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -47,6 +49,9 @@ class RoundResult:
             "bytes_sent": self.bytes_sent,
             "bytes_received": self.bytes_received,
             "rejected": {str(k): v for k, v in self.rejected.items()},
+            "failed_actors": self.failures.failed_actors,
+            "retried_clients": self.failures.retried_clients,
+            "lost_clients": self.failures.lost_clients,
         }
 
     def metrics(self) -> dict[str, float]:
@@ -60,6 +65,9 @@ class RoundResult:
             "bytes_received": float(self.bytes_received),
             "clients_sampled": float(len(self.clients)),
             "rejected_updates": float(len(self.rejected)),
+            "failed_actors": float(self.failures.failed_actors),
+            "retried_clients": float(self.failures.retried_clients),
+            "lost_clients": float(len(self.failures.lost_clients)),
         }
         series = {
             "client_loss": self.client_losses,
@@ -96,6 +104,26 @@ class Server:
         self.participation: dict[int, int] = dict.fromkeys(self.client_ids, 0)
         self.last_loss: dict[int, float] = {}
 
+    def export(self) -> tuple[ArrayTree, dict[str, Any]]:
+        """Arrays and JSON-able bookkeeping for a checkpoint (see federation.checkpoint)."""
+        arrays: ArrayTree = {"global": self.state, "strategy": self.strategy.state_dict()}
+        arrays.update({f"client:{c}": s for c, s in self.client_states.items()})
+        meta = {
+            "participation": {str(c): n for c, n in self.participation.items()},
+            "last_loss": {str(c): v for c, v in self.last_loss.items()},
+        }
+        return arrays, meta
+
+    def restore(self, arrays: ArrayTree, meta: dict[str, Any]) -> None:
+        """Undo `export`: the server continues exactly where the checkpoint left it."""
+        self.state = arrays["global"]
+        self.strategy.load_state_dict(arrays.get("strategy", {}))
+        self.client_states = {
+            int(k.partition(":")[2]): v for k, v in arrays.items() if k.startswith("client:")
+        }
+        self.participation = {int(c): int(n) for c, n in meta["participation"].items()}
+        self.last_loss = {int(c): float(v) for c, v in meta["last_loss"].items()}
+
     def sample(self, server_round: int) -> list[int]:
         """Seeded sampling of a fraction of clients (at least min_clients)."""
         fed = self.config.federation
@@ -120,6 +148,19 @@ class Server:
             float(np.mean([c["miou"] for c in per_client])),
             float(np.mean([c["pixel_acc"] for c in per_client])),
             per_client,
+        )
+
+    def evaluate_result(self, server_round: int) -> RoundResult:
+        """Scores of the current state with no training (a run resumed after its end)."""
+        miou, pixel_acc, per_client = self.evaluate()
+        return RoundResult(
+            round=server_round,
+            miou=miou,
+            pixel_acc=pixel_acc,
+            seconds=0.0,
+            clients=[],
+            mean_loss=float("nan"),
+            per_client=per_client,
         )
 
     def run_round(self, server_round: int) -> RoundResult:
@@ -152,4 +193,5 @@ class Server:
             bytes_received=sum(state_bytes(u.state) for u in updates),
             per_client=per_client,
             rejected=rejected,
+            failures=self.executor.last_failures,
         )

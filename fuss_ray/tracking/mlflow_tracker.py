@@ -94,6 +94,7 @@ class Tracker(Protocol):
     run_id: str | None
 
     def start(self, config: RunConfig, num_clients: int) -> None: ...
+    def resume(self, run_id: str | None, config: RunConfig, num_clients: int) -> set[int]: ...
     def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
     def log_artifact(self, path: Path, folder: str | None = None) -> None: ...
     def finish(self, status: str) -> None: ...
@@ -106,6 +107,9 @@ class NullTracker:
 
     def start(self, config: RunConfig, num_clients: int) -> None:
         return None
+
+    def resume(self, run_id: str | None, config: RunConfig, num_clients: int) -> set[int]:
+        return set()
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         return None
@@ -206,6 +210,25 @@ class MlflowTracker:
                     "run_id": self.run_id,
                 },
             )
+
+    def resume(self, run_id: str | None, config: RunConfig, num_clients: int) -> set[int]:
+        """Reopen the run a killed simulation was logging to; the rounds it already holds.
+
+        Rounds are logged before their checkpoint is written, so after a kill between the
+        two the resumed run recomputes a round that MLflow already has; knowing the logged
+        steps keeps each round logged exactly once.
+        """
+        if run_id is None or self.failed is not None:
+            self.start(config, num_clients)
+            return set()
+        try:
+            self.client.update_run(run_id, status="RUNNING")
+            self.run_id = run_id
+            return {m.step for m in self.client.get_metric_history(run_id, "miou")}
+        except Exception as exc:
+            self._fail("resume", exc)
+            self.run_id = run_id
+            return set()
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric

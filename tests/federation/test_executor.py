@@ -1,15 +1,21 @@
 """The Ray executor must be a pure change of where clients run, not of what they compute."""
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from fuss_ray.config import validate_config
-from fuss_ray.errors import UserError
+from fuss_ray.errors import SimulationError, UserError
 from fuss_ray.federation.client import HostSpec
-from fuss_ray.federation.executor import RayExecutor, SequentialExecutor, pack_clients
-from fuss_ray.federation.strategies import build_strategy
+from fuss_ray.federation.executor import (
+    RayExecutor,
+    SequentialExecutor,
+    gather_round,
+    pack_clients,
+)
+from fuss_ray.federation.strategies import ClientUpdate, build_strategy
 from fuss_ray.simulation import host_spec, initial_state, prepare
 
 from ..conftest import tiny_config_dict
@@ -62,3 +68,51 @@ def test_refuses_more_actors_than_cpus(cache_dir: Path, ray_session: None) -> No
     )
     with pytest.raises(UserError, match="clients_per_actor"):
         RayExecutor(spec, fed)
+
+
+class Died(Exception):
+    """Stands in for ray.exceptions.RayActorError."""
+
+
+def _update(cid: int) -> ClientUpdate:
+    return ClientUpdate(cid, 1, {}, np.zeros(1), 0.0)
+
+
+def _flaky(fail_times: dict[int, int]) -> tuple[Any, Any, list[tuple[int, list[int]]]]:
+    """Hosts that die on their first `fail_times[host]` calls, recording every call."""
+    calls: list[tuple[int, list[int]]] = []
+    left = dict(fail_times)
+
+    def submit(host: int, cids: list[int]) -> tuple[int, list[int]]:
+        calls.append((host, cids))
+        return host, cids
+
+    def fetch(fut: tuple[int, list[int]]) -> list[ClientUpdate]:
+        host, cids = fut
+        if left.get(host, 0) > 0:
+            left[host] -= 1
+            raise Died
+        return [_update(c) for c in cids]
+
+    return submit, fetch, calls
+
+
+def test_gather_round_retries_a_dead_hosts_clients_once_each() -> None:
+    submit, fetch, calls = _flaky({1: 1})
+    updates, report = gather_round({0: [0, 1], 1: [2, 3]}, submit, fetch, (Died,), "retry", 2, 1, 5)
+    assert [u.client_id for u in updates] == [0, 1, 2, 3]  # none lost, none twice
+    assert calls == [(0, [0, 1]), (1, [2, 3]), (1, [2, 3])]
+    assert (report.failed_actors, report.retried_clients, report.lost_clients) == (1, 2, [])
+
+
+def test_gather_round_drops_or_gives_up() -> None:
+    submit, fetch, _ = _flaky({1: 1})
+    updates, report = gather_round({0: [0, 1], 1: [2, 3]}, submit, fetch, (Died,), "drop", 2, 2, 5)
+    assert [u.client_id for u in updates] == [0, 1]
+    assert report.lost_clients == [2, 3] and report.retried_clients == 0
+    submit, fetch, _ = _flaky({1: 9})  # never comes back: retries run out
+    updates, report = gather_round({0: [0], 1: [2, 3]}, submit, fetch, (Died,), "retry", 2, 1, 5)
+    assert report.failed_actors == 3 and report.lost_clients == [2, 3]
+    submit, fetch, _ = _flaky({1: 1})
+    with pytest.raises(SimulationError, match="min_clients=3"):
+        gather_round({0: [0, 1], 1: [2, 3]}, submit, fetch, (Died,), "drop", 0, 3, 5)

@@ -30,6 +30,9 @@ class PoisonedExecutor(Executor):
                 u.state = {k: np.full_like(v, np.nan) for k, v in u.state.items()}
         return updates
 
+    def save_clients(self, directory: Path) -> dict[int, str]:
+        return self.inner.save_clients(directory)
+
 
 def test_nan_client_does_not_change_the_global_model(cache_dir: Path) -> None:
     cfg = validate_config(tiny_config_dict(cache_dir, **{"federation.strategy": "fedavg"}))

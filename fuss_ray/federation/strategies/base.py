@@ -87,6 +87,20 @@ class Strategy(ABC):
     def local_objective(self) -> LocalObjective:
         return LocalObjective()
 
+    def state_dict(self) -> dict[str, NDArray[Any]]:
+        """What the strategy carries between rounds (FedAvgM velocity), for checkpoints.
+
+        A strategy with more memory overrides both this and `load_state_dict`.
+        """
+        return {f"velocity:{k}": v for k, v in self._velocity.items()}
+
+    def load_state_dict(self, state: dict[str, NDArray[Any]]) -> None:
+        self._velocity = {
+            k.removeprefix("velocity:"): v.astype(np.float64)
+            for k, v in state.items()
+            if k.startswith("velocity:")
+        }
+
     @abstractmethod
     def aggregate_centroids(
         self,

@@ -1,0 +1,261 @@
+"""Recovery: a killed run resumes, and a killed actor is restarted, to the same result bit
+for bit as a run that met no failure."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from fuss_ray.cli.main import main
+from fuss_ray.config import validate_config
+from fuss_ray.errors import UserError
+from fuss_ray.federation.checkpoint import CheckpointWriter, latest_checkpoint
+from fuss_ray.simulation import run_simulation
+
+from .conftest import tiny_config_dict
+
+
+class Stop(Exception):
+    """Stands in for a crash right after a round's checkpoint."""
+
+
+def _stop_at(server_round: int) -> Any:
+    def hook(summary: dict[str, Any]) -> None:
+        if summary["round"] == server_round:
+            raise Stop
+
+    return hook
+
+
+def _same_state(a: Path, b: Path) -> bool:
+    with np.load(a / "final_state.npz") as x, np.load(b / "final_state.npz") as y:
+        return x.files == y.files and all(np.array_equal(x[k], y[k]) for k in x.files)
+
+
+def _cfg(cache_dir: Path, **extra: Any) -> dict[str, Any]:
+    # MOON keeps each client's previous model and FedAvgM keeps a server velocity: both
+    # must come back from the checkpoint for the resumed run to match.
+    return tiny_config_dict(
+        cache_dir,
+        **{
+            "federation.strategy": "moon",
+            "federation.server_momentum": 0.5,
+            "train.rounds": 3,
+            "tracking": False,
+            **extra,
+        },
+    )
+
+
+def test_checkpoint_folder_is_published_whole(tmp_path: Path) -> None:
+    root = tmp_path / "checkpoints"
+    writer = CheckpointWriter(root, keep=2)
+    for r in (1, 2, 3):
+        staging = writer.staging(r)
+        arrays = {"global": {"w": np.full(2, r, dtype=np.float32)}}
+        writer.publish(staging, r, arrays, {"client_files": {}})
+    assert sorted(p.name for p in root.iterdir()) == ["LATEST", "round-000002", "round-000003"]
+    # A crash mid-write of round 4 leaves a private folder and LATEST untouched.
+    half = writer.staging(4)
+    (half / "server.npz").write_bytes(b"truncated")
+    ckpt = latest_checkpoint(root)
+    assert ckpt is not None and ckpt.round == 3
+    assert ckpt.server_tree()["global"]["w"].tolist() == [3.0, 3.0]
+    # LATEST naming a folder that is gone (or broken) falls back to the newest whole one.
+    (root / "LATEST").write_text("round-000009\n")
+    ckpt = latest_checkpoint(root)
+    assert ckpt is not None and ckpt.round == 3
+    CheckpointWriter(root, keep=2)  # the next start sweeps the half-written folder
+    assert not half.exists()
+
+
+def test_resume_matches_an_uninterrupted_run(cache_dir: Path, tmp_path: Path) -> None:
+    cfg = validate_config(_cfg(cache_dir))
+    whole = run_simulation(cfg, tmp_path / "whole", show_progress=False)
+    with pytest.raises(Stop):
+        run_simulation(cfg, tmp_path / "cut", show_progress=False, on_round=_stop_at(1))
+    ckpt = latest_checkpoint(tmp_path / "cut" / "checkpoints")
+    assert ckpt is not None and ckpt.round == 1
+    assert sorted(ckpt.meta["client_files"]) == ["0", "1", "2", "3"]  # MOON's client state
+    resumed = run_simulation(cfg, tmp_path / "cut", show_progress=False, resume=True)
+    assert resumed["resumed_from_round"] == 1
+    assert resumed["rounds"] == [
+        {**r, "seconds": resumed["rounds"][i]["seconds"]} for i, r in enumerate(whole["rounds"])
+    ]
+    assert resumed["final"] == whole["final"]
+    assert _same_state(tmp_path / "whole", tmp_path / "cut")
+
+
+def test_resume_refuses_another_config(cache_dir: Path, tmp_path: Path) -> None:
+    cfg = validate_config(_cfg(cache_dir))
+    with pytest.raises(Stop):
+        run_simulation(cfg, tmp_path / "run", show_progress=False, on_round=_stop_at(1))
+    other = validate_config(_cfg(cache_dir, **{"federation.fraction": 0.5}))
+    with pytest.raises(UserError, match=r"federation\.fraction: 1\.0 vs 0\.5"):
+        run_simulation(other, tmp_path / "run", show_progress=False, resume=True)
+    # Where clients run is not part of what they compute: a new packing may resume.
+    moved = validate_config(_cfg(cache_dir, **{"federation.clients_per_actor": 4}))
+    summary = run_simulation(moved, tmp_path / "run", show_progress=False, resume=True)
+    assert summary["resumed_from_round"] == 1
+
+
+def test_resume_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--resume", str(tmp_path / "nowhere")]) == 2
+    assert main(["run", "--resume", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"fuss-ray: error: --resume {tmp_path / 'nowhere'}: no such run folder",
+        f"fuss-ray: error: --resume {tmp_path}: no checkpoint there to resume from",
+    ]
+
+
+def _mlflow_rounds(uri: str) -> tuple[list[str], dict[str, list[int]]]:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    steps = {
+        r.info.run_id: sorted(m.step for m in client.get_metric_history(r.info.run_id, "miou"))
+        for r in runs
+    }
+    return [r.info.status for r in runs], steps
+
+
+def _ray_cfg(cache_dir: Path, uri: str) -> dict[str, Any]:
+    return _cfg(
+        cache_dir,
+        **{
+            "federation.executor": "ray",
+            "federation.num_cpus": 0.5,
+            "train.local_steps": 25,  # rounds of seconds, so that a kill lands inside one
+            "tracking": {"uri": uri, "experiment": "recovery", "overlays": 0},
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def reference(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """The failure-free run both Ray tests must reproduce (sequential: bit-identical)."""
+    tree = _ray_cfg(cache_dir, "sqlite:///unused.db")
+    tree["federation"]["executor"] = "sequential"
+    tree["tracking"] = False
+    out = tmp_path_factory.mktemp("reference")
+    return out, run_simulation(validate_config(tree), out, show_progress=False)
+
+
+def _matches(out: Path, summary: dict[str, Any], reference: tuple[Path, Any]) -> None:
+    ref_out, ref = reference
+    assert summary["final"] == ref["final"]
+    assert [r["miou"] for r in summary["rounds"]] == [r["miou"] for r in ref["rounds"]]
+    assert _same_state(out, ref_out)
+
+
+@pytest.mark.ray
+def test_sigkill_mid_round_then_resume_on_ray(
+    cache_dir: Path, tmp_path: Path, ray_session: None, reference: tuple[Path, Any]
+) -> None:
+    import ray
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tree = _ray_cfg(cache_dir, uri)
+    cfg_path = tmp_path / "run.yaml"
+    cfg_path.write_text(yaml.safe_dump(tree))
+    out = tmp_path / "out"
+    env = {
+        **os.environ,
+        "RAY_ADDRESS": ray.get_runtime_context().gcs_address,
+        "HF_HUB_OFFLINE": "1",
+    }
+    cmd = [sys.executable, "-m", "fuss_ray.cli.main", "run", str(cfg_path), "--out", str(out)]
+    proc = subprocess.Popen(
+        [*cmd, "--quiet"],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    latest = out / "checkpoints" / "LATEST"
+    deadline = time.time() + 300
+    while not latest.exists():
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        assert time.time() < deadline, "no checkpoint of round 1 within 300 s"
+        time.sleep(0.05)
+    time.sleep(0.3)  # round 2 is under way
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert latest.read_text().strip() == "round-000001", "the kill came after round 2 ended"
+    assert not (out / "summary.json").exists()
+
+    done = subprocess.run(
+        [sys.executable, "-m", "fuss_ray.cli.main", "run", "--resume", str(out), "--quiet"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    resumed = json.loads((out / "summary.json").read_text())
+    assert resumed["resumed_from_round"] == 1
+    _matches(out, resumed, reference)
+
+    statuses, steps = _mlflow_rounds(uri)  # one MLflow run, each round logged once
+    assert statuses == ["FINISHED"]
+    assert list(steps.values()) == [[1, 2, 3]]
+    assert resumed["mlflow_run_id"] in steps
+
+
+@pytest.mark.ray
+def test_killed_actor_is_restarted_and_its_clients_retrained(
+    cache_dir: Path,
+    tmp_path: Path,
+    ray_session: None,
+    reference: tuple[Path, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import pyarrow.parquet as pq
+
+    import fuss_ray.simulation as simulation
+
+    made: list[Any] = []
+    real_make = simulation.make_executor
+
+    def capture(config: Any, spec: Any) -> Any:
+        made.append(real_make(config, spec))
+        return made[-1]
+
+    monkeypatch.setattr(simulation, "make_executor", capture)
+    killers: list[threading.Timer] = []
+
+    def kill_during_round_2(summary: dict[str, Any]) -> None:
+        if summary["round"] == 1:  # round 2 starts as soon as this returns
+            victim = made[0].pids()[0]  # hosts clients 0 and 1
+            killers.append(threading.Timer(0.3, os.kill, (victim, signal.SIGKILL)))
+            killers[0].start()
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = validate_config(_ray_cfg(cache_dir, uri))
+    out = tmp_path / "out"
+    summary = run_simulation(cfg, out, show_progress=False, on_round=kill_during_round_2)
+    killers[0].join()
+
+    second = summary["rounds"][1]
+    assert second["failed_actors"] == 1 and second["retried_clients"] == 2
+    assert second["lost_clients"] == [] and summary["rounds"][2]["failed_actors"] == 0
+    _matches(out, summary, reference)  # nothing lost, nothing counted twice
+    clients = pq.read_table(out / "clients.parquet").to_pylist()
+    assert [c["rounds_participated"] for c in clients] == [3, 3, 3, 3]
+    from mlflow import MlflowClient
+
+    history = MlflowClient(tracking_uri=uri).get_metric_history(
+        summary["mlflow_run_id"], "failed_actors"
+    )
+    assert [(m.step, m.value) for m in history] == [(1, 0.0), (2, 1.0), (3, 0.0)]
