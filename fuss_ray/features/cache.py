@@ -4,11 +4,19 @@ Every client of a node maps the same files, so the page cache holds one copy how
 logical clients read them. A cache directory is named by a digest of everything that
 determines its content (backbone, weights hash, input size, layers, dataset fingerprint,
 label size); a mismatch in any of them means a different directory, never a stale reuse.
+
+Each shard's size and BLAKE2b digest are recorded in meta.json; a cache is verified before
+use, and a truncated or altered shard makes the whole split extract again rather than feed
+wrong features to every client.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
+import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +32,7 @@ from fuss_ray.io import atomic_dir, atomic_path
 from fuss_ray.progress import progress_bar
 
 SHARD_IMAGES = 256
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: per-shard checksums
 
 
 @dataclass(frozen=True)
@@ -91,6 +99,36 @@ def cache_key(cfg: FeatureConfig, weights_sha: str, dataset: SegmentationDataset
     )
 
 
+def file_digest(path: Path) -> str:
+    with path.open("rb") as fh:
+        return hashlib.file_digest(fh, "blake2b").hexdigest()
+
+
+def verify_store(path: Path) -> str | None:
+    """What is wrong with a cache folder (first problem found), or None if it is intact."""
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+        sums, sizes = meta["checksums"], meta["sizes"]
+        for name in meta["shards"]:
+            shard = path / name
+            if not shard.is_file():
+                return f"{name} is missing"
+            if shard.stat().st_size != sizes[name]:
+                return f"{name} is {shard.stat().st_size} bytes, {sizes[name]} were written"
+            if file_digest(shard) != sums[name]:
+                return f"{name} does not match its checksum"
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"meta.json is unreadable ({type(exc).__name__})"
+    return None
+
+
+def _discard(path: Path) -> None:
+    """Move a broken cache out of the way at once (atomic), then delete it."""
+    trash = Path(tempfile.mkdtemp(prefix=f".{path.name}.broken.", dir=path.parent))
+    path.rename(trash / path.name)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
 def ensure_features(
     cfg: FeatureConfig,
     dataset: SegmentationDataset,
@@ -103,7 +141,14 @@ def ensure_features(
     weights = resolve_weights(cfg)
     path = cfg.cache_dir / f"{split}-{cache_key(cfg, weights.sha256, dataset)}"
     if (path / "meta.json").is_file():
-        return FeatureStore.open(path)
+        problem = verify_store(path)
+        if problem is None:
+            return FeatureStore.open(path)
+        print(
+            f"fuss-ray: warning: feature cache {path}: {problem}; extracting it again",
+            file=sys.stderr,
+        )
+        _discard(path)
     backbone = create_backbone(cfg, weights)
     extract_to(path, backbone, dataset, cfg, split, weights.sha256, show_progress)
     return FeatureStore.open(path)
@@ -141,6 +186,8 @@ def extract_to(
     """Run the backbone over the dataset and write the shards plus meta.json atomically."""
     n = len(dataset)
     shards: list[str] = []
+    checksums: dict[str, str] = {}
+    sizes: dict[str, int] = {}
     shape: list[int] = []
     with (
         atomic_dir(path) as tmp,
@@ -164,6 +211,8 @@ def extract_to(
             name = f"shard-{start // SHARD_IMAGES:05d}.arrow"
             _write_shard(tmp / name, f, np.stack(labels))
             shards.append(name)
+            checksums[name] = file_digest(tmp / name)
+            sizes[name] = (tmp / name).stat().st_size
         meta = {
             "format": FORMAT_VERSION,
             "split": split,
@@ -176,5 +225,7 @@ def extract_to(
             "dataset_fingerprint": dataset.fingerprint(),
             "image_ids": [dataset.image_id(i) for i in range(n)],
             "shards": shards,
+            "checksums": checksums,
+            "sizes": sizes,
         }
         (tmp / "meta.json").write_text(json.dumps(meta))

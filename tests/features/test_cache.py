@@ -1,10 +1,11 @@
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from fuss_ray.config import DataConfig, FeatureConfig
 from fuss_ray.data.synthetic import SyntheticScenes
-from fuss_ray.features.cache import FeatureStore, ensure_features
+from fuss_ray.features.cache import FeatureStore, ensure_features, verify_store
 
 
 def test_extract_once_then_reuse_and_key_on_settings(cache_dir: Path) -> None:
@@ -30,3 +31,31 @@ def test_store_is_memory_mapped(cache_dir: Path) -> None:
     path = ensure_features(cfg, ds, "eval", show_progress=False).path
     store = FeatureStore.open(path)
     assert not store.features[0].flags.writeable  # a view on the mapped file, not a copy
+
+
+def test_corrupt_shard_is_detected_and_extracted_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ds = SyntheticScenes(DataConfig(num_images=3, num_classes=3, image_size=64), 7, "train")
+    cfg = FeatureConfig(cache_dir=tmp_path, input_size=64, label_size=16)
+    store = ensure_features(cfg, ds, "train", show_progress=False)
+    good = np.array(store.feature(2))
+    shard = store.path / store.meta["shards"][0]
+    assert verify_store(store.path) is None
+    del store
+
+    blob = bytearray(shard.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF  # one flipped byte inside the features, size unchanged
+    shard.write_bytes(bytes(blob))
+    assert verify_store(shard.parent) == f"{shard.name} does not match its checksum"
+    again = ensure_features(cfg, ds, "train", show_progress=False)
+    assert np.array_equal(again.feature(2), good)  # re-extracted, not the tampered copy
+    assert verify_store(again.path) is None
+    assert "does not match its checksum; extracting it again" in capsys.readouterr().err
+
+    shard.write_bytes(shard.read_bytes()[:1000])  # truncated by a full disk or a kill
+    assert "bytes, " in (verify_store(shard.parent) or "")
+    again = ensure_features(cfg, ds, "train", show_progress=False)
+    assert np.array_equal(again.feature(2), good)
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == [again.path.name, "weights"]  # no broken copy left behind
