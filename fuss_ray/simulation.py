@@ -45,6 +45,7 @@ class Prepared:
     train_store: FeatureStore
     eval_store: FeatureStore
     evaluation: SegmentationDataset
+    skipped: list[str]  # unreadable input files left out, "path: reason"
 
 
 def prepare_partition(config: RunConfig) -> tuple[Partition, np.ndarray, list[str], Any, Any]:
@@ -66,7 +67,8 @@ def prepare(config: RunConfig, show_progress: bool = True) -> Prepared:
     partition, hist, ids, train, evaluation = prepare_partition(config)
     train_store = ensure_features(config.features, train, "train", show_progress)
     eval_store = ensure_features(config.features, evaluation, "eval", show_progress)
-    return Prepared(partition, hist, ids, train_store, eval_store, evaluation)
+    skipped = [*train.skipped, *evaluation.skipped]
+    return Prepared(partition, hist, ids, train_store, eval_store, evaluation, skipped)
 
 
 def pooled_config(config: RunConfig) -> RunConfig:
@@ -253,6 +255,7 @@ def run_simulation(
         },
         "clients_per_round": len(server.sample(1)),
         "client_sizes": prepared.partition.sizes(),
+        "skipped_images": prepared.skipped,
         "wall_seconds": elapsed_before + time.perf_counter() - started,
         "resumed_from_round": restored.round if restored is not None else None,
         "mlflow_run_id": tracker.run_id,

@@ -24,6 +24,7 @@ class SegmentationDataset(ABC):
     """
 
     num_classes: int
+    skipped: list[str] = []  # noqa: RUF012  ("path: reason" of files left out, if any)
 
     @abstractmethod
     def __len__(self) -> int: ...
@@ -92,5 +93,5 @@ def build_datasets(config: RunConfig) -> tuple[SegmentationDataset, Segmentation
     from fuss_ray.data.folder import FolderDataset
 
     assert data.root is not None
-    full = FolderDataset(data.root, data.num_classes)
+    full = FolderDataset(data.root, data.num_classes, strict=data.strict)
     return full.split(data.eval_fraction, config.seed)

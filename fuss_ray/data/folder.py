@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +15,37 @@ from fuss_ray.errors import UserError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
-def _size(path: Path) -> tuple[int, int]:
+def _jpeg_complete(path: Path) -> bool:
+    """A JPEG ends with its EOI marker (trailing padding aside); a cut-off one does not."""
+    with path.open("rb") as fh:
+        fh.seek(0, 2)
+        fh.seek(max(0, fh.tell() - 1024))
+        tail = fh.read().rstrip(b"\x00\r\n ")
+    return tail.endswith(b"\xff\xd9")
+
+
+def inspect_image(path: Path) -> tuple[tuple[int, int] | None, str | None]:
+    """(width, height), or a reason the file cannot be used (unreadable, truncated).
+
+    Cheap where the format allows: PNG chunks are CRC-checked without decoding and a JPEG
+    is decoded only when its end marker is missing; other formats are decoded in full.
+    """
     try:
         with Image.open(path) as img:
-            return img.size
-    except (UnidentifiedImageError, OSError):
-        raise UserError(f"{path}: not a readable image") from None
+            size, fmt = img.size, img.format
+            if fmt == "PNG":
+                img.verify()
+                return size, None
+        if fmt == "JPEG" and _jpeg_complete(path):
+            return size, None
+        with Image.open(path) as img:
+            img.load()
+        return size, None
+    except UnidentifiedImageError:
+        return None, "not an image file"
+    except Exception as exc:  # Pillow raises OSError, SyntaxError, EOFError, ValueError...
+        detail = str(exc).splitlines()[0][:80] if str(exc) else type(exc).__name__
+        return None, f"corrupt or truncated ({detail})"
 
 
 class FolderDataset(SegmentationDataset):
@@ -28,18 +54,38 @@ class FolderDataset(SegmentationDataset):
     A mask holds class ids 0..num_classes-1 and 255 for pixels to ignore. The first
     sub-folder under images/, if any, is the image's natural group (a city, a site).
     Every pairing and size is checked up front, so a bad dataset fails before anything is
-    trained or written.
+    trained or written. A corrupt or truncated file is skipped with a counted warning (the
+    pair leaves the dataset), or is an error naming it when `strict`.
     """
 
     def __init__(
-        self, root: Path, num_classes: int, entries: list[tuple[Path, Path, str]] | None = None
+        self,
+        root: Path,
+        num_classes: int,
+        entries: list[tuple[Path, Path, str]] | None = None,
+        strict: bool = False,
     ) -> None:
         self.root = root
         self.num_classes = num_classes
+        self.strict = strict
+        self.skipped: list[str] = []  # "path: reason" of every pair left out
         self.entries = entries if entries is not None else self._scan(root)
 
-    @staticmethod
-    def _scan(root: Path) -> list[tuple[Path, Path, str]]:
+    def _usable(self, img: Path, mask: Path) -> bool:
+        sizes = []
+        for path in (img, mask):
+            size, problem = inspect_image(path)
+            if problem is not None:
+                if self.strict:
+                    raise UserError(f"{path}: {problem} (data.strict is on)")
+                self.skipped.append(f"{path}: {problem}")
+                return False
+            sizes.append(size)
+        if sizes[0] != sizes[1]:
+            raise UserError(f"{mask}: size {sizes[1]} differs from its image {img} {sizes[0]}")
+        return True
+
+    def _scan(self, root: Path) -> list[tuple[Path, Path, str]]:
         images_dir, masks_dir = root / "images", root / "masks"
         if not root.is_dir():
             raise UserError(f"data.root: {root} does not exist")
@@ -57,12 +103,18 @@ class FolderDataset(SegmentationDataset):
             mask = masks_dir / rel.with_suffix(".png")
             if not mask.is_file():
                 raise UserError(f"{img}: no mask at {mask}")
-            if _size(img) != _size(mask):
-                raise UserError(
-                    f"{mask}: size {_size(mask)} differs from its image {img} {_size(img)}"
-                )
+            if not self._usable(img, mask):
+                continue
             group = rel.parts[0] if len(rel.parts) > 1 else ""
             entries.append((img, mask, group))
+        if self.skipped:
+            print(
+                f"fuss-ray: warning: skipped {len(self.skipped)} unreadable image pair(s) under "
+                f"{root} (first: {self.skipped[0]}); set data.strict: true to stop instead",
+                file=sys.stderr,
+            )
+        if not entries:
+            raise UserError(f"{images_dir}: no readable images found")
         return entries
 
     def split(self, eval_fraction: float, seed: int) -> tuple[FolderDataset, FolderDataset]:
@@ -75,10 +127,12 @@ class FolderDataset(SegmentationDataset):
         held = set(order[:n_eval].tolist())
         train = [e for i, e in enumerate(self.entries) if i not in held]
         evaluation = [e for i, e in enumerate(self.entries) if i in held]
-        return (
-            FolderDataset(self.root, self.num_classes, train),
-            FolderDataset(self.root, self.num_classes, evaluation),
+        parts = (
+            FolderDataset(self.root, self.num_classes, train, self.strict),
+            FolderDataset(self.root, self.num_classes, evaluation, self.strict),
         )
+        parts[0].skipped = self.skipped  # reported once, with the training split
+        return parts
 
     def __len__(self) -> int:
         return len(self.entries)
