@@ -24,7 +24,8 @@ from fuss_ray.features.cache import FeatureStore, ensure_features
 from fuss_ray.federation.checkpoint import Checkpoint, CheckpointWriter, latest_checkpoint
 from fuss_ray.federation.client import HostSpec, build_model
 from fuss_ray.federation.executor import Executor, RayExecutor, SequentialExecutor
-from fuss_ray.federation.server import Server
+from fuss_ray.federation.memory import check_memory, estimate_memory, host_count, memory_limit
+from fuss_ray.federation.server import Server, state_bytes
 from fuss_ray.federation.strategies import Strategy, build_strategy
 from fuss_ray.io import write_json
 from fuss_ray.metrics.evaluate import evaluate_state
@@ -144,6 +145,21 @@ def save_checkpoint(
     return writer.publish(staging, server_round, arrays, meta)
 
 
+def check_fits(config: RunConfig, spec: HostSpec, state: ModelState, eval_images: int) -> None:
+    """Refuse a run that would not fit in memory, before any actor starts."""
+    import os
+
+    fed = config.federation
+    starts_ray = False
+    if fed.executor == "ray" and not (fed.ray_address or os.environ.get("RAY_ADDRESS")):
+        import ray
+
+        starts_ray = not ray.is_initialized()
+    hosts = host_count(config, len(spec.clients))
+    estimate = estimate_memory(config, spec, hosts, state_bytes(state), eval_images, starts_ray)
+    check_memory(estimate, *memory_limit(config))
+
+
 def make_executor(config: RunConfig, spec: HostSpec) -> Executor:
     if config.federation.executor == "sequential":
         return SequentialExecutor(spec)
@@ -193,6 +209,7 @@ def run_simulation(
     random_ref = random_assignment_scores(labels, num_classes, config.num_centroids, config.seed)
     initial_ref = evaluate_state(model, initial, prepared.eval_store, num_classes)
 
+    check_fits(config, spec, initial, len(prepared.eval_store))
     tracker = make_tracker(config, out_dir, parent_run_id, run_name)
     executor = make_executor(config, spec)
     server = Server(

@@ -126,6 +126,23 @@ def pack_clients(client_ids: list[int], per_actor: int) -> list[list[int]]:
     return [client_ids[i : i + per_actor] for i in range(0, len(client_ids), per_actor)]
 
 
+def connect_ray(fed: FederationConfig) -> None:
+    """Join the cluster at federation.ray_address or $RAY_ADDRESS, else start a local Ray.
+
+    Inside a Ray Tune trial (or a test) Ray is already up and this does nothing.
+    """
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(
+            address=fed.ray_address,
+            include_dashboard=False,
+            logging_level=logging.ERROR,
+            log_to_driver=False,
+            configure_logging=False,
+        )
+
+
 class RayExecutor(Executor):
     """One Ray actor per group of `clients_per_actor` logical clients.
 
@@ -136,14 +153,7 @@ class RayExecutor(Executor):
     def __init__(self, spec: HostSpec, fed: FederationConfig) -> None:
         import ray
 
-        if not ray.is_initialized():
-            ray.init(
-                address=fed.ray_address,
-                include_dashboard=False,
-                logging_level=logging.ERROR,
-                log_to_driver=False,
-                configure_logging=False,
-            )
+        connect_ray(fed)
         groups = pack_clients(sorted(spec.clients), fed.clients_per_actor)
         group_pg = ray.util.get_current_placement_group()
         if group_pg is not None and len(group_pg.bundle_specs) < len(groups) + 1:
