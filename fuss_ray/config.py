@@ -291,6 +291,9 @@ def apply_override(tree: dict[str, Any], assignment: str) -> None:
         if isinstance(child, str) and part == "strategy":
             child = {"name": child}
             node[part] = child
+        if part == "tracking" and (isinstance(child, bool) or child in ("on", "off")):
+            child = {"enabled": child in (True, "on")}  # `tracking: off`, then a setting
+            node[part] = child
         if not isinstance(child, dict):
             raise UserError(f"--set {key}: '{part}' is a value, not a section")
         node = child

@@ -31,6 +31,9 @@ def test_overrides_keep_types_and_reach_strategy_params() -> None:
     assert (
         load_config(None, ["federation.strategy=ot-match"]).federation.strategy["method"] == "exact"
     )
+    # `tracking: off` in the file, then one of its settings from the command line
+    off = load_config(None, ["tracking=off", "tracking.overlays=0"]).tracking
+    assert not off.enabled and off.overlays == 0
 
 
 @pytest.mark.parametrize(
