@@ -140,13 +140,43 @@ class FederationConfig(_Strict):
     )
     max_actor_restarts: int = Field(3, ge=0, le=1000, description="per actor, over the run")
     round_retries: int = Field(2, ge=0, le=100, description="retry: attempts per round")
+    round_timeout_s: float | None = Field(
+        None,
+        gt=0.0,
+        description="an actor that has not answered this long into a round counts as failed "
+        "(a node gone silent, an actor that cannot be placed again)",
+    )
     memory_limit_gb: float | None = Field(
         None, gt=0.0, description="refuse runs estimated above this (default: what is free)"
     )
     clients_per_actor: int = Field(1, ge=1, le=100_000)
     num_cpus: float = Field(1.0, ge=0.0, le=1024.0, description="per actor")
     num_gpus: float = Field(0.0, ge=0.0, le=64.0, description="per actor")
-    ray_address: str | None = None
+    ray_address: str | None = Field(
+        None, description="an existing cluster (default: $RAY_ADDRESS, else a local Ray)"
+    )
+    placement: Literal["pack", "spread"] = Field(
+        "pack", description="actors on as few nodes as possible, or across as many"
+    )
+    resources: dict[str, float] = Field(
+        default_factory=dict, description="custom Ray resources each actor needs"
+    )
+    feature_transport: Literal["auto", "path", "object_store"] = Field(
+        "auto",
+        description="how actors reach the training features: the cache path (shared "
+        "storage), or the Ray object store (auto: when the cluster has several nodes and "
+        "the cache is at most 1 GiB)",
+    )
+
+    @field_validator("resources")
+    @classmethod
+    def _custom_resources(cls, v: dict[str, float]) -> dict[str, float]:
+        for name, amount in v.items():
+            if name in ("CPU", "GPU", "memory", "object_store_memory"):
+                raise ValueError(f"'{name}' is set by num_cpus/num_gpus, not resources")
+            if not amount > 0:
+                raise ValueError(f"resource '{name}' must be positive (got {amount!r})")
+        return v
 
     @field_validator("strategy", mode="before")
     @classmethod
@@ -191,6 +221,9 @@ PLACEMENT_FIELDS = {
         "num_cpus",
         "num_gpus",
         "ray_address",
+        "placement",
+        "resources",
+        "feature_transport",
         "max_actor_restarts",
         "memory_limit_gb",
     ),

@@ -215,6 +215,7 @@ def run_simulation(
     server = Server(
         config, strategy, executor, list(spec.clients), prepared.eval_store, model, initial
     )
+    placement_at_start = executor.placement() if isinstance(executor, RayExecutor) else []
     rounds: list[dict[str, Any]] = []
     first_round, elapsed_before = 1, 0.0
     logged: set[int] = set()
@@ -247,6 +248,7 @@ def run_simulation(
                 if on_round is not None and r < config.train.rounds:
                     on_round(last.summary())
                 advance(1, miou=f"{last.miou:.1f}", loss=f"{last.mean_loss:.3f}")
+        placement = executor.placement() if isinstance(executor, RayExecutor) else []
         status = "FINISHED"
     except Exception:
         status = "FAILED"
@@ -273,6 +275,9 @@ def run_simulation(
         "clients_per_round": len(server.sample(1)),
         "client_sizes": prepared.partition.sizes(),
         "skipped_images": prepared.skipped,
+        "actors_at_start": placement_at_start,
+        "actors": placement,
+        "feature_transport": getattr(executor, "transport", "path"),
         "wall_seconds": elapsed_before + time.perf_counter() - started,
         "resumed_from_round": restored.round if restored is not None else None,
         "mlflow_run_id": tracker.run_id,

@@ -41,6 +41,11 @@ def _parser() -> argparse.ArgumentParser:
     common(run, optional=True)
     run.add_argument("--out", type=Path, default=None, help="output folder (default runs/NAME)")
     run.add_argument(
+        "--address",
+        default=None,
+        help="an existing Ray cluster (default: $RAY_ADDRESS, else a local Ray)",
+    )
+    run.add_argument(
         "--resume",
         type=Path,
         default=None,
@@ -121,7 +126,7 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.config is None:
         raise UserError("a config file is required (or --resume DIR)")
-    config = load_config(args.config, args.overrides)
+    config = load_config(args.config, _with_address(args))
     out = getattr(args, "out", None) or Path("runs") / config.name
     if out.exists() and not out.is_dir():
         raise UserError(f"--out: {out} exists and is not a folder")
@@ -157,6 +162,13 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _with_address(args: argparse.Namespace) -> list[str]:
+    """--set overrides, plus --address as federation.ray_address."""
+    address = getattr(args, "address", None)
+    extra = [f"federation.ray_address={address}"] if address else []
+    return [*args.overrides, *extra]
+
+
 def _resume(args: argparse.Namespace) -> int:
     from fuss_ray.config import apply_override, load_config, validate_config
     from fuss_ray.federation.checkpoint import latest_checkpoint
@@ -168,13 +180,13 @@ def _resume(args: argparse.Namespace) -> int:
     if not out.is_dir():
         raise UserError(f"--resume {out}: no such run folder")
     if args.config is not None:
-        config = load_config(args.config, args.overrides)
+        config = load_config(args.config, _with_address(args))
     else:
         ckpt = latest_checkpoint(out / "checkpoints")
         if ckpt is None:
             raise UserError(f"--resume {out}: no checkpoint there to resume from")
         tree = ckpt.meta["config"]
-        for item in args.overrides:
+        for item in _with_address(args):
             apply_override(tree, item)
         config = validate_config(tree, f"{ckpt.path / 'meta.json'}")
     summary = run_simulation(config, out, show_progress=not args.quiet, resume=True)

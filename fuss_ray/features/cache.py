@@ -46,18 +46,41 @@ class FeatureStore:
 
     @classmethod
     def open(cls, path: Path) -> FeatureStore:
+        """Map the shards from disk: every process of a node shares the page cache."""
         meta = json.loads((path / "meta.json").read_text())
+        sources = [pa.memory_map(str(path / name), "r") for name in meta["shards"]]
+        return cls._from_sources(path, sources, meta)
+
+    @classmethod
+    def from_buffers(cls, path: Path, buffers: list[Any], meta: dict[str, Any]) -> FeatureStore:
+        """Read shards from in-memory buffers (Ray object-store views), without copying.
+
+        Used where nodes share no file system: the driver puts each shard's bytes into the
+        object store once and every actor of a node reads the same shared-memory copy.
+        """
+        sources = [pa.BufferReader(pa.py_buffer(b)) for b in buffers]
+        return cls._from_sources(path, sources, meta)
+
+    def shard_bytes(self) -> list[NDArray[np.uint8]]:
+        """Each shard file's bytes, to be put into the object store."""
+        return [np.fromfile(self.path / name, dtype=np.uint8) for name in self.meta["shards"]]
+
+    @classmethod
+    def _from_sources(cls, path: Path, sources: list[Any], meta: dict[str, Any]) -> FeatureStore:
         d, h, w = meta["feature_shape"]
         side = meta["label_size"]
         feats, labels = [], []
-        for name in meta["shards"]:
-            source = pa.memory_map(str(path / name), "r")
+        for source in sources:
             table = pa.ipc.open_file(source).read_all()
             f = table.column("features").combine_chunks().flatten()
             lab = table.column("labels").combine_chunks().flatten()
             feats.append(f.to_numpy(zero_copy_only=True).reshape(-1, d, h, w))
             labels.append(lab.to_numpy(zero_copy_only=True).reshape(-1, side, side))
         return cls(path, feats, labels, meta)
+
+    @property
+    def nbytes(self) -> int:
+        return int(sum(s for s in self.meta["sizes"].values()))
 
     def __len__(self) -> int:
         return int(self.meta["num_images"])

@@ -40,6 +40,9 @@ class HostSpec:
     # The run's checkpoints folder: a host (re)started with one restores its clients'
     # persistent state from the newest checkpoint there (a resumed run, a restarted actor).
     restore_dir: str | None = None
+    # Set where nodes share no file system: the cache's shards in the Ray object store.
+    store_refs: list[Any] | None = None
+    store_meta: dict[str, Any] | None = None
 
 
 def client_seed(seed: int, client_id: int, server_round: int) -> int:
@@ -60,7 +63,7 @@ class ClientHost:
         torch.set_num_threads(spec.threads)
         self.config = RunConfig.model_validate(spec.config)
         self.spec = spec
-        self.store = FeatureStore.open(Path(spec.store_path))
+        self.store = self._open_store(spec)
         self.indices: dict[int, NDArray[np.int64]] = {}
         self.knn: dict[int, NDArray[np.int64]] = {}
         k = self.config.loss.knn_k
@@ -86,6 +89,15 @@ class ClientHost:
         if spec.restore_dir is not None:
             self._restore(Path(spec.restore_dir))
 
+    @staticmethod
+    def _open_store(spec: HostSpec) -> FeatureStore:
+        if spec.store_refs is None or spec.store_meta is None:
+            return FeatureStore.open(Path(spec.store_path))
+        import ray
+
+        buffers = ray.get(spec.store_refs)  # zero-copy views of the node's shared memory
+        return FeatureStore.from_buffers(Path(spec.store_path), buffers, spec.store_meta)
+
     def _restore(self, root: Path) -> None:
         ckpt = latest_checkpoint(root)
         if ckpt is None:
@@ -103,6 +115,14 @@ class ClientHost:
     def pid(self) -> int:
         """The hosting process (tests kill it to simulate a lost worker)."""
         return os.getpid()
+
+    def node_id(self) -> str | None:
+        """The Ray node this host runs on (None outside Ray)."""
+        import ray
+
+        if not ray.is_initialized():
+            return None
+        return str(ray.get_runtime_context().get_node_id())
 
     def persistent_state(self) -> ArrayTree:
         """What the hosted clients carry between rounds, keyed 'states:ID' / 'previous:ID'."""

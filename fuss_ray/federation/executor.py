@@ -126,6 +126,13 @@ def pack_clients(client_ids: list[int], per_actor: int) -> list[list[int]]:
     return [client_ids[i : i + per_actor] for i in range(0, len(client_ids), per_actor)]
 
 
+def _store_bytes(spec: HostSpec) -> int:
+    import json
+
+    meta = json.loads((Path(spec.store_path) / "meta.json").read_text())
+    return int(sum(meta.get("sizes", {}).values()))
+
+
 def connect_ray(fed: FederationConfig) -> None:
     """Join the cluster at federation.ray_address or $RAY_ADDRESS, else start a local Ray.
 
@@ -143,11 +150,38 @@ def connect_ray(fed: FederationConfig) -> None:
         )
 
 
+OBJECT_STORE_AUTO_BYTES = 2**30
+
+
+def actor_bundle(fed: FederationConfig) -> dict[str, float]:
+    """What one client actor reserves: its CPUs, GPUs and custom resources."""
+    bundle = {"CPU": fed.num_cpus, "GPU": fed.num_gpus, **fed.resources}
+    return {k: v for k, v in bundle.items() if v > 0}
+
+
+def use_object_store(fed: FederationConfig, store_bytes: int) -> bool:
+    """Whether actors get the features through the object store rather than the cache path.
+
+    'auto' picks the object store only when it is needed and cheap: on a cluster of several
+    nodes (which may not share the cache folder) with a cache of at most 1 GiB. Larger
+    caches on a multi-node cluster must sit on storage every node mounts (see
+    docs/cluster.md).
+    """
+    if fed.feature_transport != "auto":
+        return fed.feature_transport == "object_store"
+    import ray
+
+    alive = [n for n in ray.nodes() if n.get("Alive")]  # type: ignore[no-untyped-call]
+    return len(alive) > 1 and store_bytes <= OBJECT_STORE_AUTO_BYTES
+
+
 class RayExecutor(Executor):
     """One Ray actor per group of `clients_per_actor` logical clients.
 
     The global state is put in the object store once per round and each actor receives a
     reference; actors return only the updates of the clients they were asked to train.
+    Outside a Tune trial the actors are gang-scheduled in one placement group whose
+    strategy (PACK or SPREAD) is `federation.placement`.
     """
 
     def __init__(self, spec: HostSpec, fed: FederationConfig) -> None:
@@ -175,8 +209,33 @@ class RayExecutor(Executor):
                 f"federation: {len(groups)} actors x {fed.num_gpus} GPU need {need_gpu:g} GPUs "
                 f"but the cluster has {have.get('GPU', 0):g}; lower federation.num_gpus"
             )
+        for name, amount in fed.resources.items():
+            if len(groups) * amount > have.get(name, 0) + 1e-9:
+                raise UserError(
+                    f"federation.resources: {len(groups)} actors x {amount:g} '{name}' need "
+                    f"{len(groups) * amount:g} but the cluster has {have.get(name, 0):g}"
+                )
         threads = max(1, math.floor(fed.num_cpus)) if fed.num_cpus >= 1 else 1
         self.fed = fed
+        self.own_pg: Any = None
+        bundle = actor_bundle(fed)
+        if group_pg is None and bundle:
+            self.own_pg = ray.util.placement_group(
+                [dict(bundle) for _ in groups], strategy=fed.placement.upper()
+            )
+            if not self.own_pg.wait(timeout_seconds=300):
+                ray.util.remove_placement_group(self.own_pg)
+                raise SimulationError(
+                    f"the cluster could not place {len(groups)} actors x {bundle} "
+                    f"({fed.placement}) within 300 s"
+                )
+        if use_object_store(fed, _store_bytes(spec)):
+            from fuss_ray.features.cache import FeatureStore
+
+            store = FeatureStore.open(Path(spec.store_path))
+            refs = [ray.put(b) for b in store.shard_bytes()]
+            spec = replace(spec, store_refs=refs, store_meta=store.meta)
+        self.transport = "object_store" if spec.store_refs is not None else "path"
         actor_cls = ray.remote(ClientHost)
         self.owner: dict[int, int] = {}
         self.actors: list[Any] = []
@@ -185,38 +244,70 @@ class RayExecutor(Executor):
             options: dict[str, Any] = {
                 "num_cpus": fed.num_cpus,
                 "num_gpus": fed.num_gpus,
+                "resources": dict(fed.resources),
                 # A restarted actor re-runs its constructor, which restores its clients
                 # from the newest checkpoint; lost calls are retried by gather_round.
                 "max_restarts": fed.max_actor_restarts,
                 "max_task_retries": 0,
             }
+            from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
             if group_pg is not None:
                 # Inside a Tune trial: actor a takes bundle a + 1 (bundle 0 is the trial's
                 # own server), so a trial only ever uses what its placement group reserved.
-                from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
                 options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
                     group_pg, placement_group_bundle_index=a + 1
                 )
+            elif self.own_pg is not None:
+                options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
+                    self.own_pg, placement_group_bundle_index=a
+                )
+            elif fed.placement == "spread":
+                options["scheduling_strategy"] = "SPREAD"
             self.actors.append(actor_cls.options(**options).remote(sub))
             for c in group:
                 self.owner[c] = a
         ray.get([actor.ready.remote() for actor in self.actors])
 
+    def placement(self) -> list[dict[str, Any]]:
+        """Per actor: the node it runs on and how many clients it hosts."""
+        import ray
+
+        nodes = ray.get([actor.node_id.remote() for actor in self.actors])
+        counts = [sum(1 for a in self.owner.values() if a == i) for i in range(len(self.actors))]
+        return [{"node": n, "clients": c} for n, c in zip(nodes, counts, strict=True)]
+
     def train(
         self, global_state: ModelState, client_ids: list[int], server_round: int
     ) -> list[ClientUpdate]:
+        import time
+
         import ray
 
         ref = ray.put(global_state)
         per_actor: dict[int, list[int]] = {}
         for c in client_ids:
             per_actor.setdefault(self.owner[c], []).append(c)
+        limit = self.fed.round_timeout_s
+        deadlines: dict[int, float] = {}  # each attempt gets the full timeout
+
+        def submit(a: int, cids: list[int]) -> Any:
+            fut = self.actors[a].train.remote(ref, cids, server_round)
+            if limit is not None:
+                deadlines[id(fut)] = time.monotonic() + limit
+            return fut
+
+        def fetch(fut: Any) -> list[ClientUpdate]:
+            if limit is None:
+                return list(ray.get(fut))
+            left = max(0.0, deadlines[id(fut)] - time.monotonic())
+            return list(ray.get(fut, timeout=left))
+
         updates, self.last_failures = gather_round(
             per_actor,
-            lambda a, cids: self.actors[a].train.remote(ref, cids, server_round),
-            ray.get,
-            (ray.exceptions.RayActorError,),
+            submit,
+            fetch,
+            (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError),
             self.fed.on_actor_failure,
             self.fed.round_retries,
             self.fed.min_clients,
@@ -266,3 +357,6 @@ class RayExecutor(Executor):
         for actor in self.actors:
             ray.kill(actor)
         self.actors = []
+        if self.own_pg is not None:
+            ray.util.remove_placement_group(self.own_pg)
+            self.own_pg = None

@@ -107,9 +107,9 @@ def trial_bundles(config: RunConfig, server_cpus: float) -> list[dict[str, float
         1 if config.federation.strategy["name"] == "centralized" else config.partition.num_clients
     )
     actors = math.ceil(clients / fed.clients_per_actor) if fed.executor == "ray" else 0
-    actor = {"CPU": fed.num_cpus}
-    if fed.num_gpus:
-        actor["GPU"] = fed.num_gpus
+    from fuss_ray.federation.executor import actor_bundle
+
+    actor = actor_bundle(fed) or {"CPU": fed.num_cpus}
     return [{"CPU": server_cpus}] + [dict(actor) for _ in range(actors)]
 
 
