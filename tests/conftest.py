@@ -62,6 +62,7 @@ def ray_session() -> Iterator[None]:
     import ray
 
     ray.init(
+        address="local",  # a fresh instance, even if a `ray start` cluster runs here
         num_cpus=2,
         include_dashboard=False,
         logging_level="ERROR",

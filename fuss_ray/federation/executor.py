@@ -136,13 +136,17 @@ def _store_bytes(spec: HostSpec) -> int:
 def connect_ray(fed: FederationConfig) -> None:
     """Join the cluster at federation.ray_address or $RAY_ADDRESS, else start a local Ray.
 
-    Inside a Ray Tune trial (or a test) Ray is already up and this does nothing.
+    Inside a Ray Tune trial (or a test) Ray is already up and this does nothing. Without
+    an address Ray would join any cluster it finds running on this machine (one left by
+    `ray start`, say); fuss-ray starts its own instead, as documented.
     """
+    import os
+
     import ray
 
     if not ray.is_initialized():
         ray.init(
-            address=fed.ray_address,
+            address=fed.ray_address or os.environ.get("RAY_ADDRESS") or "local",
             include_dashboard=False,
             logging_level=logging.ERROR,
             log_to_driver=False,

@@ -189,7 +189,10 @@ def run_search(
     out.mkdir(parents=True, exist_ok=True)
     if not ray.is_initialized():
         ray.init(
-            address=address, include_dashboard=False, log_to_driver=False, configure_logging=False
+            address=address or "local",  # never a stray cluster found on this machine
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
         )
     parent = _parent_run(spec, out, resume)
     rounds = validate_config(spec.base).train.rounds
