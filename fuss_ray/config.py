@@ -205,6 +205,27 @@ class TrackingConfig(_Strict):
     timeout_s: float = Field(10.0, gt=0.0, le=600.0, description="per HTTP request")
 
 
+class SystemsConfig(_Strict):
+    """Device speed, bandwidth and availability on a virtual clock (off by default)."""
+
+    enabled: bool = False
+    step_seconds: float = Field(0.1, gt=0.0, description="simulated s per local step, speed 1")
+    speed_sigma: float = Field(0.0, ge=0.0, le=5.0, description="lognormal spread of speeds")
+    speed_trace: Path | None = Field(None, description="JSON {client_id: speed}")
+    download_mbps: float = Field(50.0, gt=0.0, description="median download rate")
+    upload_mbps: float = Field(10.0, gt=0.0, description="median upload rate")
+    bandwidth_sigma: float = Field(0.0, ge=0.0, le=5.0, description="lognormal spread")
+    availability: float = Field(1.0, gt=0.0, le=1.0, description="P(online at round start)")
+    availability_trace: Path | None = Field(
+        None, description="JSON {client_id: [[on_s, off_s], ...]} on the simulated clock"
+    )
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="P(leaves mid-round)")
+    deadline_s: float | None = Field(None, gt=0.0, description="simulated round deadline")
+    over_commit: float = Field(
+        1.0, ge=1.0, le=10.0, description="sample this many times the target, keep the first"
+    )
+
+
 class CheckpointConfig(_Strict):
     """Crash safety: the whole simulation state, written under OUT/checkpoints."""
 
@@ -244,6 +265,7 @@ class RunConfig(_Strict):
     federation: FederationConfig = FederationConfig()
     tracking: TrackingConfig = TrackingConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
+    systems: SystemsConfig = SystemsConfig()
 
     @field_validator("tracking", mode="before")
     @classmethod

@@ -14,6 +14,7 @@ from fuss_ray.features.cache import FeatureStore
 from fuss_ray.federation.checkpoint import ArrayTree
 from fuss_ray.federation.executor import Executor, FailureReport
 from fuss_ray.federation.strategies.base import ModelState, Strategy, screen_updates
+from fuss_ray.federation.systems import RoundPlan, SystemsModel
 from fuss_ray.metrics.evaluate import evaluate_state
 from fuss_ray.models.head import FussModel
 
@@ -37,6 +38,8 @@ class RoundResult:
     per_client: list[dict[str, float]] = field(default_factory=list)
     rejected: dict[int, str] = field(default_factory=dict)  # client id -> reason
     failures: FailureReport = field(default_factory=FailureReport)
+    plan: RoundPlan | None = None  # the systems model's timeline, when it is on
+    sim_clock_s: float | None = None
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -52,6 +55,26 @@ class RoundResult:
             "failed_actors": self.failures.failed_actors,
             "retried_clients": self.failures.retried_clients,
             "lost_clients": self.failures.lost_clients,
+            **self._systems_summary(),
+        }
+
+    def _systems_summary(self) -> dict[str, Any]:
+        if self.plan is None:
+            return {}
+        return {
+            "sim_seconds": self.plan.duration_s,
+            "sim_clock_s": self.sim_clock_s,
+            "client_outcomes": self.plan.counts(),
+            "timeline": [
+                {
+                    "client_id": t.client_id,
+                    "status": t.status,
+                    "finish_s": t.finish_s if math.isfinite(t.finish_s) else None,
+                    "download_bytes": t.download_bytes,
+                    "upload_bytes": t.upload_bytes,
+                }
+                for t in self.plan.timelines
+            ],
         }
 
     def metrics(self) -> dict[str, float]:
@@ -69,6 +92,11 @@ class RoundResult:
             "retried_clients": float(self.failures.retried_clients),
             "lost_clients": float(len(self.failures.lost_clients)),
         }
+        if self.plan is not None and self.sim_clock_s is not None:
+            out["sim_seconds"] = self.plan.duration_s
+            out["sim_clock_s"] = self.sim_clock_s
+            for status, n in self.plan.counts().items():
+                out[f"clients_{status}"] = float(n)
         series = {
             "client_loss": self.client_losses,
             "client_miou": [c["miou"] for c in self.per_client],
@@ -103,6 +131,17 @@ class Server:
         self.client_states: dict[int, ModelState] = {}
         self.participation: dict[int, int] = dict.fromkeys(self.client_ids, 0)
         self.last_loss: dict[int, float] = {}
+        self.systems = (
+            SystemsModel(config.systems, config.seed, self.client_ids)
+            if config.systems.enabled
+            else None
+        )
+
+    def target(self) -> int:
+        """How many updates a round wants: a fraction of the clients, at least min_clients."""
+        fed = self.config.federation
+        k = len(self.client_ids)
+        return min(k, max(fed.min_clients, math.ceil(fed.fraction * k)))
 
     def export(self) -> tuple[ArrayTree, dict[str, Any]]:
         """Arrays and JSON-able bookkeeping for a checkpoint (see federation.checkpoint)."""
@@ -111,6 +150,7 @@ class Server:
         meta = {
             "participation": {str(c): n for c, n in self.participation.items()},
             "last_loss": {str(c): v for c, v in self.last_loss.items()},
+            "systems": self.systems.state() if self.systems is not None else {},
         }
         return arrays, meta
 
@@ -123,12 +163,19 @@ class Server:
         }
         self.participation = {int(c): int(n) for c, n in meta["participation"].items()}
         self.last_loss = {int(c): float(v) for c, v in meta["last_loss"].items()}
+        if self.systems is not None:
+            self.systems.restore(meta.get("systems", {}))
 
     def sample(self, server_round: int) -> list[int]:
-        """Seeded sampling of a fraction of clients (at least min_clients)."""
-        fed = self.config.federation
+        """Seeded sampling of a fraction of clients (at least min_clients).
+
+        With the systems model on, `over_commit` times the target is sampled, since some
+        will be late, offline or gone.
+        """
         k = len(self.client_ids)
-        m = min(k, max(fed.min_clients, math.ceil(fed.fraction * k)))
+        m = self.target()
+        if self.systems is not None:
+            m = min(k, math.ceil(m * self.config.systems.over_commit))
         rng = np.random.default_rng([self.config.seed, server_round, 271828])
         picked = rng.choice(k, size=m, replace=False)
         return sorted(self.client_ids[int(i)] for i in picked)
@@ -167,7 +214,15 @@ class Server:
         started = time.perf_counter()
         clients = self.sample(server_round)
         sent = state_bytes(self.state) * len(clients)
-        updates = self.executor.train(self.state, clients, server_round)
+        plan = None
+        if self.systems is not None:
+            size = state_bytes(self.state)
+            plan = self.systems.plan(
+                server_round, clients, self.target(), self.config.train.local_steps, size, size
+            )
+            sent = sum(t.download_bytes for t in plan.timelines)
+            clients = plan.kept  # only updates that arrive in time are ever trained
+        updates = self.executor.train(self.state, clients, server_round) if clients else []
         for u in updates:
             self.participation[u.client_id] += 1
             self.last_loss[u.client_id] = u.loss
@@ -191,6 +246,8 @@ class Server:
             client_losses=[u.loss for u in accepted],
             bytes_sent=sent,
             bytes_received=sum(state_bytes(u.state) for u in updates),
+            plan=plan,
+            sim_clock_s=self.systems.clock_s if self.systems is not None else None,
             per_client=per_client,
             rejected=rejected,
             failures=self.executor.last_failures,
