@@ -22,6 +22,7 @@ from fuss_ray.config import RunConfig
 from fuss_ray.features.cache import FeatureStore
 from fuss_ray.features.knn import mine_knn, pooled_descriptors
 from fuss_ray.federation.checkpoint import ArrayTree, latest_checkpoint, save_tree
+from fuss_ray.federation.reduction import Reduced, reduce_updates
 from fuss_ray.federation.strategies.base import ClientUpdate, LocalObjective, ModelState
 from fuss_ray.losses import CorrespondenceLoss, cluster_loss, moon_loss, proximal_term
 from fuss_ray.models.head import FussModel, load_model_state, model_state
@@ -43,6 +44,9 @@ class HostSpec:
     # Set where nodes share no file system: the cache's shards in the Ray object store.
     store_refs: list[Any] | None = None
     store_meta: dict[str, Any] | None = None
+    # Set by the canonical benchmark: seeded maps per block of images instead of a cache,
+    # {"seed": int, "num_images": int, "shape": [D, h, w], "block": int}.
+    generated: dict[str, Any] | None = None
 
 
 def client_seed(seed: int, client_id: int, server_round: int) -> int:
@@ -85,12 +89,29 @@ class ClientHost:
             samples=lc.feature_samples,
             permutations=lc.rand_permutations,
         )
+        from fuss_ray.federation.strategies import build_strategy
+
+        fed = self.config.federation
+        # The host's own copy, for the per-client half of aggregation (summands, OT plans).
+        self.strategy = build_strategy(
+            fed.strategy,
+            self.config.seed,
+            fed.server_lr,
+            fed.server_momentum,
+            fed.head_aggregation,
+            fed.trim_fraction,
+        )
         self.restored_round = 0
         if spec.restore_dir is not None:
             self._restore(Path(spec.restore_dir))
 
     @staticmethod
-    def _open_store(spec: HostSpec) -> FeatureStore:
+    def _open_store(spec: HostSpec) -> Any:
+        if spec.generated is not None:
+            from fuss_ray.features.generated import GeneratedFeatures
+
+            g = spec.generated
+            return GeneratedFeatures(g["seed"], g["num_images"], tuple(g["shape"]), g["block"])
         if spec.store_refs is None or spec.store_meta is None:
             return FeatureStore.open(Path(spec.store_path))
         import ray
@@ -148,6 +169,25 @@ class ClientHost:
         """Run local training for the given clients, in id order."""
         return [self._train_one(cid, global_state, server_round) for cid in sorted(client_ids)]
 
+    def train_reduced(
+        self,
+        global_state: ModelState,
+        shifts: dict[str, int],
+        client_ids: list[int],
+        server_round: int,
+    ) -> Reduced:
+        """Train the given clients and fold their screened updates into one contribution.
+
+        Each update is folded in as soon as it exists, so a host holds one client's state
+        at a time however many it trains, and returns one message per round.
+        """
+        out = Reduced(shifts=dict(shifts))
+        max_norm = self.config.federation.max_update_norm
+        for cid in sorted(client_ids):
+            update = self._train_one(cid, global_state, server_round)
+            out = out.merge(reduce_updates(self.strategy, global_state, shifts, [update], max_norm))
+        return out
+
     def _train_one(self, cid: int, global_state: ModelState, server_round: int) -> ClientUpdate:
         cfg, obj = self.config, self.spec.objective
         start = global_state if self.spec.federated else self.states.get(cid, global_state)
@@ -174,9 +214,12 @@ class ClientHost:
             pick = rng.choice(n, size=bsz, replace=False)
             partner = knn[pick, rng.integers(knn.shape[1], size=bsz)]
             x = torch.from_numpy(self.store.gather(indices[pick]))
-            xk = torch.from_numpy(self.store.gather(indices[partner]))
             codes = model.head(x)
-            codes_k = model.head(xk)
+            if self.loss_fn.weights[1]:  # kNN partners only when their term counts
+                xk = torch.from_numpy(self.store.gather(indices[partner]))
+                codes_k = model.head(xk)
+            else:
+                xk, codes_k = x, codes
             corr, _ = self.loss_fn(x, codes, xk, codes_k, gen)
             clus, assign = cluster_loss(codes, model.centroids)
             loss = corr + cfg.loss.cluster_weight * clus

@@ -13,12 +13,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fuss_ray.config import FederationConfig
 from fuss_ray.errors import SimulationError, UserError
 from fuss_ray.federation.client import ClientHost, HostSpec
+from fuss_ray.federation.reduction import Reduced
 from fuss_ray.federation.strategies.base import ClientUpdate, ModelState
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -39,6 +42,18 @@ class Executor(ABC):
     ) -> list[ClientUpdate]: ...
 
     @abstractmethod
+    def train_reduced(
+        self,
+        global_state: ModelState,
+        shifts: dict[str, int],
+        client_ids: list[int],
+        server_round: int,
+    ) -> Reduced:
+        """Train the clients; each host returns one reduced contribution, merged here."""
+
+    total_samples: int = 0  # training images over all clients (fixes the sum grid)
+
+    @abstractmethod
     def save_clients(self, directory: Path) -> dict[int, str]:
         """Have every host write its clients' persistent state; client id -> file name."""
 
@@ -51,11 +66,21 @@ class SequentialExecutor(Executor):
 
     def __init__(self, spec: HostSpec) -> None:
         self.host = ClientHost(spec)
+        self.total_samples = sum(len(v) for v in spec.clients.values())
 
     def train(
         self, global_state: ModelState, client_ids: list[int], server_round: int
     ) -> list[ClientUpdate]:
         return self.host.train(global_state, client_ids, server_round)
+
+    def train_reduced(
+        self,
+        global_state: ModelState,
+        shifts: dict[str, int],
+        client_ids: list[int],
+        server_round: int,
+    ) -> Reduced:
+        return self.host.train_reduced(global_state, shifts, client_ids, server_round)
 
     def save_clients(self, directory: Path) -> dict[int, str]:
         name = "clients-0000.npz"
@@ -65,15 +90,15 @@ class SequentialExecutor(Executor):
 def gather_round(
     assignment: dict[int, list[int]],
     submit: Callable[[int, list[int]], Any],
-    fetch: Callable[[Any], list[ClientUpdate]],
+    fetch: Callable[[Any], T],
     failures: tuple[type[BaseException], ...],
     policy: str,
     retries: int,
     min_clients: int,
     server_round: int,
     recover: Callable[[int], bool] = lambda host: True,
-) -> tuple[list[ClientUpdate], FailureReport]:
-    """Collect one round's updates from hosts that may die under it.
+) -> tuple[list[T], FailureReport]:
+    """Collect one round's results (one per host call) from hosts that may die under it.
 
     `assignment` maps host -> clients. A host whose call raises one of `failures` has
     lost that call's work; with policy 'retry' its clients are submitted again (Ray
@@ -83,7 +108,8 @@ def gather_round(
     survivors if at least `min_clients` of them returned.
     """
     report = FailureReport()
-    updates: list[ClientUpdate] = []
+    results: list[T] = []
+    returned = 0  # clients whose host answered
     pending = dict(assignment)
     attempt = 0
     while pending:
@@ -91,7 +117,8 @@ def gather_round(
         failed: dict[int, list[int]] = {}
         for a, fut in futures.items():
             try:
-                updates.extend(fetch(fut))
+                results.append(fetch(fut))
+                returned += len(pending[a])
             except failures:
                 failed[a] = pending[a]
         report.failed_actors += len(failed)
@@ -113,12 +140,12 @@ def gather_round(
             f"{report.retried_clients} client(s) retried, {len(report.lost_clients)} lost",
             file=sys.stderr,
         )
-    if report.lost_clients and len(updates) < min_clients:
+    if report.lost_clients and returned < min_clients:
         raise SimulationError(
-            f"round {server_round}: only {len(updates)} client(s) returned after actor "
+            f"round {server_round}: only {returned} client(s) returned after actor "
             f"failures, fewer than federation.min_clients={min_clients}"
         )
-    return sorted(updates, key=lambda u: u.client_id), report
+    return results, report
 
 
 def pack_clients(client_ids: list[int], per_actor: int) -> list[list[int]]:
@@ -221,6 +248,7 @@ class RayExecutor(Executor):
                 )
         threads = max(1, math.floor(fed.num_cpus)) if fed.num_cpus >= 1 else 1
         self.fed = fed
+        self.total_samples = sum(len(v) for v in spec.clients.values())
         self.own_pg: Any = None
         bundle = actor_bundle(fed)
         if group_pg is None and bundle:
@@ -233,7 +261,7 @@ class RayExecutor(Executor):
                     f"the cluster could not place {len(groups)} actors x {bundle} "
                     f"({fed.placement}) within 300 s"
                 )
-        if use_object_store(fed, _store_bytes(spec)):
+        if spec.generated is None and use_object_store(fed, _store_bytes(spec)):
             from fuss_ray.features.cache import FeatureStore
 
             store = FeatureStore.open(Path(spec.store_path))
@@ -284,6 +312,31 @@ class RayExecutor(Executor):
     def train(
         self, global_state: ModelState, client_ids: list[int], server_round: int
     ) -> list[ClientUpdate]:
+        """Every client's whole update (tests, tools); rounds use `train_reduced`."""
+        batches = self._call("train", global_state, (), client_ids, server_round)
+        return sorted((u for b in batches for u in b), key=lambda u: u.client_id)
+
+    def train_reduced(
+        self,
+        global_state: ModelState,
+        shifts: dict[str, int],
+        client_ids: list[int],
+        server_round: int,
+    ) -> Reduced:
+        """One message per actor: the global state goes out once, one Reduced comes back."""
+        merged = Reduced(shifts=dict(shifts))
+        for part in self._call("train_reduced", global_state, (shifts,), client_ids, server_round):
+            merged = merged.merge(part)
+        return merged
+
+    def _call(
+        self,
+        method: str,
+        global_state: ModelState,
+        extra: tuple[Any, ...],
+        client_ids: list[int],
+        server_round: int,
+    ) -> list[Any]:
         import time
 
         import ray
@@ -296,18 +349,18 @@ class RayExecutor(Executor):
         deadlines: dict[int, float] = {}  # each attempt gets the full timeout
 
         def submit(a: int, cids: list[int]) -> Any:
-            fut = self.actors[a].train.remote(ref, cids, server_round)
+            fut = getattr(self.actors[a], method).remote(ref, *extra, cids, server_round)
             if limit is not None:
                 deadlines[id(fut)] = time.monotonic() + limit
             return fut
 
-        def fetch(fut: Any) -> list[ClientUpdate]:
+        def fetch(fut: Any) -> Any:
             if limit is None:
-                return list(ray.get(fut))
+                return ray.get(fut)
             left = max(0.0, deadlines[id(fut)] - time.monotonic())
-            return list(ray.get(fut, timeout=left))
+            return ray.get(fut, timeout=left)
 
-        updates, self.last_failures = gather_round(
+        results, self.last_failures = gather_round(
             per_actor,
             submit,
             fetch,
@@ -318,7 +371,7 @@ class RayExecutor(Executor):
             server_round,
             self._wait_for_restart,
         )
-        return updates
+        return results
 
     def _wait_for_restart(self, actor_index: int, timeout_s: float = 600.0) -> bool:
         """Block until Ray has restarted the actor (True) or given it up for dead (False)."""

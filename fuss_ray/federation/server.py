@@ -13,7 +13,8 @@ from fuss_ray.config import RunConfig
 from fuss_ray.features.cache import FeatureStore
 from fuss_ray.federation.checkpoint import ArrayTree
 from fuss_ray.federation.executor import Executor, FailureReport
-from fuss_ray.federation.strategies.base import ModelState, Strategy, screen_updates
+from fuss_ray.federation.reduction import Reduced, grid_shifts
+from fuss_ray.federation.strategies.base import ModelState, Strategy
 from fuss_ray.federation.systems import RoundPlan, SystemsModel
 from fuss_ray.metrics.evaluate import evaluate_state
 from fuss_ray.models.head import FussModel
@@ -222,19 +223,25 @@ class Server:
             )
             sent = sum(t.download_bytes for t in plan.timelines)
             clients = plan.kept  # only updates that arrive in time are ever trained
-        updates = self.executor.train(self.state, clients, server_round) if clients else []
-        for u in updates:
-            self.participation[u.client_id] += 1
-            self.last_loss[u.client_id] = u.loss
-        accepted, rejected = screen_updates(
-            self.state, updates, self.config.federation.max_update_norm
+        shifts = grid_shifts(
+            self.strategy.summand_references(self.state), self.executor.total_samples
         )
+        reduced = (
+            self.executor.train_reduced(self.state, shifts, clients, server_round)
+            if clients
+            else Reduced(shifts=shifts)
+        )
+        for rec in reduced.records:
+            self.participation[rec.client_id] += 1
+            self.last_loss[rec.client_id] = rec.loss
+        accepted = reduced.accepted()
+        rejected = reduced.rejected()
         if self.strategy.federated:
             if accepted:  # with every update rejected the global state stays as it was
-                self.state = self.strategy.aggregate(self.state, accepted, server_round)
+                self.state = self.strategy.finish(self.state, reduced, server_round)
         else:
-            for u in accepted:
-                self.client_states[u.client_id] = u.state
+            for rec in accepted:
+                self.client_states[rec.client_id] = reduced.pooled[rec.client_id]
         miou, pixel_acc, per_client = self.evaluate()
         return RoundResult(
             round=server_round,
@@ -242,10 +249,10 @@ class Server:
             pixel_acc=pixel_acc,
             seconds=time.perf_counter() - started,
             clients=clients,
-            mean_loss=float(np.mean([u.loss for u in accepted])) if accepted else float("nan"),
-            client_losses=[u.loss for u in accepted],
+            mean_loss=float(np.mean([r.loss for r in accepted])) if accepted else float("nan"),
+            client_losses=[r.loss for r in accepted],
             bytes_sent=sent,
-            bytes_received=sum(state_bytes(u.state) for u in updates),
+            bytes_received=state_bytes(self.state) * len(reduced.records),
             plan=plan,
             sim_clock_s=self.systems.clock_s if self.systems is not None else None,
             per_client=per_client,

@@ -7,6 +7,7 @@ import numpy as np
 from fuss_ray.config import validate_config
 from fuss_ray.federation.client import build_model
 from fuss_ray.federation.executor import Executor, SequentialExecutor
+from fuss_ray.federation.reduction import Reduced, reduce_updates
 from fuss_ray.federation.server import Server
 from fuss_ray.federation.strategies import ClientUpdate, build_strategy
 from fuss_ray.federation.strategies.base import ModelState
@@ -20,6 +21,7 @@ class PoisonedExecutor(Executor):
 
     def __init__(self, inner: SequentialExecutor) -> None:
         self.inner = inner
+        self.total_samples = inner.total_samples
 
     def train(
         self, global_state: ModelState, client_ids: list[int], server_round: int
@@ -29,6 +31,16 @@ class PoisonedExecutor(Executor):
             if u.client_id == 1:
                 u.state = {k: np.full_like(v, np.nan) for k, v in u.state.items()}
         return updates
+
+    def train_reduced(
+        self,
+        global_state: ModelState,
+        shifts: dict[str, int],
+        client_ids: list[int],
+        server_round: int,
+    ) -> Reduced:
+        updates = self.train(global_state, client_ids, server_round)
+        return reduce_updates(self.inner.host.strategy, global_state, shifts, updates, None)
 
     def save_clients(self, directory: Path) -> dict[int, str]:
         return self.inner.save_clients(directory)

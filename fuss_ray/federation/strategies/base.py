@@ -16,6 +16,8 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from fuss_ray.federation.reduction import Reduced, grid_shifts, reduce_updates
+
 ModelState = dict[str, NDArray[np.float32]]
 CENTROIDS = "centroids"
 
@@ -48,19 +50,16 @@ class ClientUpdate:
     stats: dict[str, float] = field(default_factory=dict)
 
 
-def weighted_average(
-    arrays: list[NDArray[np.float32]], weights: NDArray[np.float64]
-) -> NDArray[np.float32]:
-    """Sum in float64, in the given order, so that the result does not depend on packing."""
-    acc = np.zeros(arrays[0].shape, dtype=np.float64)
-    for a, w in zip(arrays, weights, strict=True):
-        acc += w * a.astype(np.float64)
-    out: NDArray[np.float32] = (acc / weights.sum()).astype(np.float32)
-    return out
-
-
 class Strategy(ABC):
-    """Base strategy: FedAvg of the head; subclasses choose the centroid merge."""
+    """Base strategy: FedAvg of the head; subclasses choose the centroid merge.
+
+    Aggregation is split in two so that hosts can do most of it: on each host,
+    `summed_arrays` and `pooled_arrays` say what each accepted client contributes (arrays to be
+    weighted-summed, arrays kept per client), and `reduction.reduce_updates` folds them
+    into one `Reduced`; on the server, `finish` turns the merged `Reduced` into the next
+    global state. A new strategy names its centroid summands or pooled arrays and writes
+    `reduce_centroids`.
+    """
 
     name: ClassVar[str]
     Params: ClassVar[type[StrategyParams]]
@@ -101,22 +100,56 @@ class Strategy(ABC):
             if k.startswith("velocity:")
         }
 
-    @abstractmethod
-    def aggregate_centroids(
-        self,
-        global_centroids: NDArray[np.float32],
-        updates: list[ClientUpdate],
-        weights: NDArray[np.float64],
-        server_round: int,
-    ) -> NDArray[np.float32]:
-        """The next global centroids from the clients' (permutation-ambiguous) ones."""
+    def reducible_head(self) -> bool:
+        """A mean can be summed on hosts; a median or trimmed mean needs every head."""
+        return self.head_aggregation == "mean"
 
-    def _combine_head(
-        self, arrays: list[NDArray[np.float32]], weights: NDArray[np.float64]
+    def centroid_references(self, global_centroids: NDArray[np.float32]) -> dict[str, Any]:
+        """Summand keys for the centroids, each with an array of its scale (grid bounds)."""
+        return {}
+
+    def centroid_summands(
+        self, global_centroids: NDArray[np.float32], update: ClientUpdate
+    ) -> dict[str, NDArray[Any]]:
+        """Per client: centroid arrays to be weighted-summed (keys of centroid_references)."""
+        return {}
+
+    def centroid_pooled(self, update: ClientUpdate) -> dict[str, NDArray[Any]]:
+        """Per client: small centroid arrays the server needs one by one (FedCC's pool)."""
+        return {}
+
+    @abstractmethod
+    def reduce_centroids(
+        self, global_centroids: NDArray[np.float32], reduced: Reduced, server_round: int
     ) -> NDArray[np.float32]:
-        """Weighted mean, or a robust coordinate-wise rule that outliers cannot drag."""
-        if self.head_aggregation == "mean":
-            return weighted_average(arrays, weights)
+        """The next global centroids from the round's merged contributions."""
+
+    def summand_references(self, global_state: ModelState) -> dict[str, NDArray[Any]]:
+        """Every summed key with an array of its scale, from which the grid is fixed."""
+        refs: dict[str, NDArray[Any]] = {}
+        if self.reducible_head():
+            refs.update({k: v for k, v in global_state.items() if k != CENTROIDS})
+        refs.update(self.centroid_references(global_state[CENTROIDS]))
+        return refs
+
+    def summed_arrays(
+        self, update: ClientUpdate, global_state: ModelState
+    ) -> dict[str, NDArray[Any]]:
+        out: dict[str, NDArray[Any]] = {}
+        if self.reducible_head():
+            out.update({k: v for k, v in update.state.items() if k != CENTROIDS})
+        out.update(self.centroid_summands(global_state[CENTROIDS], update))
+        return out
+
+    def pooled_arrays(self, update: ClientUpdate) -> dict[str, NDArray[Any]]:
+        out: dict[str, NDArray[Any]] = {}
+        if not self.reducible_head():
+            out.update({k: v for k, v in update.state.items() if k != CENTROIDS})
+        out.update(self.centroid_pooled(update))
+        return out
+
+    def _combine_head(self, arrays: list[NDArray[np.float32]]) -> NDArray[np.float32]:
+        """A robust coordinate-wise rule that outliers cannot drag (median, trimmed mean)."""
         stacked = np.stack([a.astype(np.float64) for a in arrays])
         if self.head_aggregation == "median":
             out: NDArray[np.float32] = np.median(stacked, axis=0).astype(np.float32)
@@ -130,17 +163,32 @@ class Strategy(ABC):
     def aggregate(
         self, global_state: ModelState, updates: list[ClientUpdate], server_round: int
     ) -> ModelState:
-        """The next global state; updates arrive sorted by client id.
+        """The next global state from whole updates: reduce them in one place, then finish.
+
+        The same path hosts and server take together, in one call (tests, references).
+        """
+        shifts = grid_shifts(
+            self.summand_references(global_state), sum(u.num_samples for u in updates)
+        )
+        reduced = reduce_updates(self, global_state, shifts, updates, None)
+        return self.finish(global_state, reduced, server_round)
+
+    def finish(self, global_state: ModelState, reduced: Reduced, server_round: int) -> ModelState:
+        """The next global state from a round's merged contributions.
 
         The head moves toward the weighted client average by a server step with optional
         momentum (FedAvgM); lr 1 and momentum 0 is plain FedAvg.
         """
-        weights = np.asarray([u.num_samples for u in updates], dtype=np.float64)
+        kept = {r.client_id for r in reduced.accepted()}
+        ids = sorted(c for c in reduced.pooled if c in kept)
         new: ModelState = {}
         for key, old in global_state.items():
             if key == CENTROIDS:
                 continue
-            avg = self._combine_head([u.state[key] for u in updates], weights)
+            if self.reducible_head():
+                avg = reduced.mean(key)
+            else:
+                avg = self._combine_head([reduced.pooled[c][key] for c in ids])
             if self.server_lr == 1.0 and self.server_momentum == 0.0:
                 new[key] = avg
                 continue
@@ -148,8 +196,8 @@ class Strategy(ABC):
             velocity = self.server_momentum * self._velocity.get(key, 0.0) + delta
             self._velocity[key] = velocity
             new[key] = (old.astype(np.float64) + self.server_lr * velocity).astype(np.float32)
-        new[CENTROIDS] = self.aggregate_centroids(
-            global_state[CENTROIDS], updates, weights, server_round
+        new[CENTROIDS] = self.reduce_centroids(
+            global_state[CENTROIDS], reduced, server_round
         ).astype(np.float32)
         return new
 

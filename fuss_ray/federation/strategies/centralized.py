@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
+from fuss_ray.federation.reduction import Reduced
 from fuss_ray.federation.strategies.base import (
     CENTROIDS,
     ClientUpdate,
@@ -28,11 +29,11 @@ class Centralized(Strategy):
     Params = CentralizedParams
     pooled = True
 
-    def aggregate_centroids(
-        self,
-        global_centroids: NDArray[np.float32],
-        updates: list[ClientUpdate],
-        weights: NDArray[np.float64],
-        server_round: int,
+    def centroid_pooled(self, update: ClientUpdate) -> dict[str, NDArray[Any]]:
+        return {CENTROIDS: update.state[CENTROIDS]}
+
+    def reduce_centroids(
+        self, global_centroids: NDArray[np.float32], reduced: Reduced, server_round: int
     ) -> NDArray[np.float32]:
-        return updates[0].state[CENTROIDS]
+        (only,) = reduced.pooled.values()
+        return only[CENTROIDS]

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
+from fuss_ray.federation.reduction import Reduced
 from fuss_ray.federation.strategies.base import (
     CENTROIDS,
     ClientUpdate,
     Strategy,
     StrategyParams,
     register_strategy,
-    weighted_average,
 )
 
 
@@ -28,11 +28,15 @@ class FedAvg(Strategy):
     name = "fedavg"
     Params = FedAvgParams
 
-    def aggregate_centroids(
-        self,
-        global_centroids: NDArray[np.float32],
-        updates: list[ClientUpdate],
-        weights: NDArray[np.float64],
-        server_round: int,
+    def centroid_references(self, global_centroids: NDArray[np.float32]) -> dict[str, Any]:
+        return {CENTROIDS: global_centroids}
+
+    def centroid_summands(
+        self, global_centroids: NDArray[np.float32], update: ClientUpdate
+    ) -> dict[str, NDArray[Any]]:
+        return {CENTROIDS: update.state[CENTROIDS]}
+
+    def reduce_centroids(
+        self, global_centroids: NDArray[np.float32], reduced: Reduced, server_round: int
     ) -> NDArray[np.float32]:
-        return weighted_average([u.state[CENTROIDS] for u in updates], weights)
+        return reduced.mean(CENTROIDS)

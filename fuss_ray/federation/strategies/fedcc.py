@@ -7,13 +7,14 @@ because it is a cluster centre of the pool (k-means), never because of its index
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 from pydantic import Field
 from scipy.cluster.vq import kmeans2
 
+from fuss_ray.federation.reduction import Reduced
 from fuss_ray.federation.strategies.base import (
     CENTROIDS,
     ClientUpdate,
@@ -23,9 +24,17 @@ from fuss_ray.federation.strategies.base import (
 )
 
 
-def centroid_pool(updates: list[ClientUpdate]) -> NDArray[np.float64]:
-    """All clients' centroids stacked client-major: row k*C + c is client k's centroid c."""
-    return np.concatenate([u.state[CENTROIDS].astype(np.float64) for u in updates])
+def centroid_pool(reduced: Reduced) -> NDArray[np.float64]:
+    """All accepted clients' centroids, client-major by id: row k*C + c is k's centroid c."""
+    ids = sorted(r.client_id for r in reduced.accepted())
+    return np.concatenate([reduced.pooled[c][CENTROIDS].astype(np.float64) for c in ids])
+
+
+class _Pooling(Strategy):
+    """Strategies that need every client's centroids one by one (they are small)."""
+
+    def centroid_pooled(self, update: ClientUpdate) -> dict[str, NDArray[Any]]:
+        return {CENTROIDS: update.state[CENTROIDS]}
 
 
 def maximin_select(pool: NDArray[np.float64], count: int) -> NDArray[np.int64]:
@@ -44,20 +53,16 @@ class MaximinParams(StrategyParams):
 
 
 @register_strategy
-class FussMaximin(Strategy):
+class FussMaximin(_Pooling):
     """FedCC with maximin selection (the FUSS default)."""
 
     name = "fuss-maximin"
     Params = MaximinParams
 
-    def aggregate_centroids(
-        self,
-        global_centroids: NDArray[np.float32],
-        updates: list[ClientUpdate],
-        weights: NDArray[np.float64],
-        server_round: int,
+    def reduce_centroids(
+        self, global_centroids: NDArray[np.float32], reduced: Reduced, server_round: int
     ) -> NDArray[np.float32]:
-        pool = centroid_pool(updates)
+        pool = centroid_pool(reduced)
         picked = maximin_select(pool, len(global_centroids))
         return pool[picked].astype(np.float32)
 
@@ -68,21 +73,17 @@ class KMeansParams(StrategyParams):
 
 
 @register_strategy
-class FussKMeans(Strategy):
+class FussKMeans(_Pooling):
     """FedCC with k-means on the pool; seeded, so rounds are reproducible."""
 
     name = "fuss-kmeans"
     Params = KMeansParams
 
-    def aggregate_centroids(
-        self,
-        global_centroids: NDArray[np.float32],
-        updates: list[ClientUpdate],
-        weights: NDArray[np.float64],
-        server_round: int,
+    def reduce_centroids(
+        self, global_centroids: NDArray[np.float32], reduced: Reduced, server_round: int
     ) -> NDArray[np.float32]:
         assert isinstance(self.params, KMeansParams)
-        pool = centroid_pool(updates)
+        pool = centroid_pool(reduced)
         count = len(global_centroids)
         if len(pool) <= count:
             return pool[:count].astype(np.float32) if len(pool) == count else global_centroids

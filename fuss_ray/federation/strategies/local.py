@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
+from fuss_ray.federation.reduction import Reduced
 from fuss_ray.federation.strategies.base import (
     ClientUpdate,
+    ModelState,
     Strategy,
     StrategyParams,
     register_strategy,
@@ -27,11 +29,23 @@ class LocalOnly(Strategy):
     Params = LocalParams
     federated = False
 
-    def aggregate_centroids(
-        self,
-        global_centroids: NDArray[np.float32],
-        updates: list[ClientUpdate],
-        weights: NDArray[np.float64],
-        server_round: int,
+    # Nothing is averaged: each client's whole state goes back to the server, which scores
+    # every client on its own model.
+    def summand_references(self, global_state: ModelState) -> dict[str, NDArray[Any]]:
+        return {}
+
+    def summed_arrays(
+        self, update: ClientUpdate, global_state: ModelState
+    ) -> dict[str, NDArray[Any]]:
+        return {}
+
+    def pooled_arrays(self, update: ClientUpdate) -> dict[str, NDArray[Any]]:
+        return dict(update.state)
+
+    def finish(self, global_state: ModelState, reduced: Reduced, server_round: int) -> ModelState:
+        return dict(global_state)  # no global model moves; the server keeps every client's
+
+    def reduce_centroids(
+        self, global_centroids: NDArray[np.float32], reduced: Reduced, server_round: int
     ) -> NDArray[np.float32]:
         return global_centroids

@@ -7,13 +7,14 @@ centroid, and the aligned centroids are averaged with data weights.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import ot
 from numpy.typing import NDArray
 from pydantic import Field
 
+from fuss_ray.federation.reduction import Reduced
 from fuss_ray.federation.strategies.base import (
     CENTROIDS,
     ClientUpdate,
@@ -47,6 +48,9 @@ def transport_plan(
     return np.asarray(ot.sinkhorn(source_mass, target_mass, cost, reg=epsilon), dtype=np.float64)
 
 
+ALIGNED = "centroids.aligned"
+
+
 @register_strategy
 class OTMatch(Strategy):
     """Per client: plan P to the global centroids; aligned_j = sum_i P_ij mu_i / sum_i P_ij."""
@@ -54,27 +58,29 @@ class OTMatch(Strategy):
     name = "ot-match"
     Params = OTMatchParams
 
-    def aggregate_centroids(
-        self,
-        global_centroids: NDArray[np.float32],
-        updates: list[ClientUpdate],
-        weights: NDArray[np.float64],
-        server_round: int,
-    ) -> NDArray[np.float32]:
+    # The plan is solved on the client's host, against the round's global centroids, so
+    # only the aligned centroids (one weighted sum per host) travel to the server.
+    def centroid_references(self, global_centroids: NDArray[np.float32]) -> dict[str, Any]:
+        return {ALIGNED: global_centroids}
+
+    def centroid_summands(
+        self, global_centroids: NDArray[np.float32], update: ClientUpdate
+    ) -> dict[str, NDArray[Any]]:
         assert isinstance(self.params, OTMatchParams)
         target = global_centroids.astype(np.float64)
-        acc = np.zeros_like(target)
-        for update, w in zip(updates, weights, strict=True):
-            mine = update.state[CENTROIDS].astype(np.float64)
-            if self.params.masses == "occupancy":
-                mass = update.occupancy.astype(np.float64) + self.params.smoothing
-            else:
-                mass = np.ones(len(mine))
-            plan = transport_plan(
-                mine, target, mass / mass.sum(), self.params.method, self.params.epsilon
-            )
-            column = plan.sum(axis=0, keepdims=True)
-            aligned = (plan / np.maximum(column, 1e-300)).T @ mine
-            acc += w * aligned
-        out: NDArray[np.float32] = (acc / weights.sum()).astype(np.float32)
-        return out
+        mine = update.state[CENTROIDS].astype(np.float64)
+        if self.params.masses == "occupancy":
+            mass = update.occupancy.astype(np.float64) + self.params.smoothing
+        else:
+            mass = np.ones(len(mine))
+        plan = transport_plan(
+            mine, target, mass / mass.sum(), self.params.method, self.params.epsilon
+        )
+        column = plan.sum(axis=0, keepdims=True)
+        aligned: NDArray[np.float64] = (plan / np.maximum(column, 1e-300)).T @ mine
+        return {ALIGNED: aligned}
+
+    def reduce_centroids(
+        self, global_centroids: NDArray[np.float32], reduced: Reduced, server_round: int
+    ) -> NDArray[np.float32]:
+        return reduced.mean(ALIGNED)
