@@ -69,9 +69,16 @@ class CorrespondenceLoss:
         c2 = torch.rand(b, p, 2, generator=generator) * 2 - 1
         f1, s1 = sample_at(feats, c1), sample_at(codes, c1)
         f2, s2 = sample_at(feats, c2), sample_at(codes, c2)
-        self_term = correspondence_term(f1, f2, s1, s2, self.shifts[0])
-        fk, sk = sample_at(knn_feats, c2), sample_at(knn_codes, c2)
-        knn_term = correspondence_term(f1, fk, s1, sk, self.shifts[1])
+        zero = torch.zeros((), dtype=codes.dtype)
+        w = self.weights
+        # A term with weight 0 is not computed (the random draws above are made anyway,
+        # so results do not depend on which terms are switched off).
+        self_term = correspondence_term(f1, f2, s1, s2, self.shifts[0]) if w[0] else zero
+        if w[1]:
+            fk, sk = sample_at(knn_feats, c2), sample_at(knn_codes, c2)
+            knn_term = correspondence_term(f1, fk, s1, sk, self.shifts[1])
+        else:
+            knn_term = zero
         if b > 1:
             rand_terms = []
             for _ in range(self.permutations):
@@ -79,8 +86,7 @@ class CorrespondenceLoss:
                 rand_terms.append(correspondence_term(f1, f2[perm], s1, s2[perm], self.shifts[2]))
             rand_term = torch.stack(rand_terms).mean()
         else:
-            rand_term = torch.zeros((), dtype=codes.dtype)
-        w = self.weights
+            rand_term = zero
         total = w[0] * self_term + w[1] * knn_term + w[2] * rand_term
         stats = {
             "self": float(self_term.detach()),
