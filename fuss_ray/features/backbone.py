@@ -113,6 +113,76 @@ def convert_lite0_weights(source: Path, destination: Path) -> None:
         torch.save(converted, tmp)
 
 
+_WRAPPERS = ("teacher", "state_dict", "model", "student")
+_PREFIXES = ("module.", "backbone.", "encoder.")
+
+
+def unwrap_checkpoint(raw: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """A backbone state_dict from any of the layouts ViT weights ship in.
+
+    DINO's full checkpoints hold {'teacher': ..., 'student': ...} (the teacher is the
+    model to use), with 'backbone.' and, for the DDP-wrapped student, 'module.' prefixes and
+    a projection 'head.' that the backbone does not have; other trainers wrap the weights in
+    'state_dict' or 'model'. timm-format and plain DINO backbone files pass through.
+    """
+    state: Any = raw
+    for wrapper in _WRAPPERS:
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+            break
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            continue
+        changed = True
+        while changed:
+            changed = False
+            for prefix in _PREFIXES:
+                if key.startswith(prefix):
+                    key, changed = key.removeprefix(prefix), True
+        if key.startswith("head.") or key.startswith("fc."):
+            continue  # DINO's projection head / a classifier: not part of the backbone
+        out[key] = value
+    return out
+
+
+def convert_vit_weights(source: Path, destination: Path, backbone: str, input_size: int) -> None:
+    """Unwrap, resample position embeddings to `input_size`, check strictly, save timm-style."""
+    import timm
+    from timm.models.vision_transformer import checkpoint_filter_fn
+
+    try:
+        raw = torch.load(source, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(f"features.weights: {source} is not a torch checkpoint ({exc})") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"features.weights: {source} holds no state_dict")
+    model: Any = timm.create_model(backbone, pretrained=False, img_size=input_size, num_classes=0)
+    try:
+        state = checkpoint_filter_fn(unwrap_checkpoint(raw), model)
+        state = {k: v for k, v in state.items() if not k.startswith("head.")}
+        result = model.load_state_dict(state, strict=False)
+    except (RuntimeError, ValueError, KeyError) as exc:
+        detail = str(exc).strip().splitlines()[-1][:160] if str(exc) else type(exc).__name__
+        raise UserError(f"features.weights: {source} does not fit {backbone} ({detail})") from None
+    if result.missing_keys or result.unexpected_keys:
+        bad = (result.missing_keys or result.unexpected_keys)[:3]
+        raise UserError(
+            f"features.weights: {source} does not fit {backbone} "
+            f"(missing {len(result.missing_keys)}, unexpected {len(result.unexpected_keys)} "
+            f"keys, e.g. {bad})"
+        )
+    with atomic_path(destination) as tmp:
+        torch.save(model.state_dict(), tmp)
+
+
+def _is_vit(backbone: str) -> bool:
+    import timm
+
+    probe: Any = timm.create_model(backbone, pretrained=False)
+    return hasattr(probe, "patch_embed") and hasattr(probe, "num_prefix_tokens")
+
+
 def resolve_weights(cfg: FeatureConfig) -> ResolvedWeights:
     """Turn the config's weights entry into a local file (or the hub) and its hash."""
     if not cfg.pretrained:
@@ -133,6 +203,14 @@ def resolve_weights(cfg: FeatureConfig) -> ResolvedWeights:
     path = Path(cfg.weights).expanduser()
     if not path.is_file():
         raise UserError(f"features.weights: {path} does not exist")
+    if _is_vit(cfg.backbone):
+        # DINO / DINOv2 files in any layout, at any input size: normalised once, cached.
+        digest = _sha256(path)
+        name = f"{cfg.backbone}-{digest[:12]}-{cfg.input_size}px.pth"
+        target = cfg.cache_dir / "weights" / name
+        if not target.is_file():
+            convert_vit_weights(path, target, cfg.backbone, cfg.input_size)
+        return ResolvedWeights(target, digest)
     return ResolvedWeights(path, _sha256(path))
 
 
