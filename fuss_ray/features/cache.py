@@ -47,7 +47,7 @@ class FeatureStore:
     @classmethod
     def open(cls, path: Path) -> FeatureStore:
         """Map the shards from disk: every process of a node shares the page cache."""
-        meta = json.loads((path / "meta.json").read_text())
+        meta = read_meta(path)
         sources = [pa.memory_map(str(path / name), "r") for name in meta["shards"]]
         return cls._from_sources(path, sources, meta)
 
@@ -77,10 +77,6 @@ class FeatureStore:
             feats.append(f.to_numpy(zero_copy_only=True).reshape(-1, d, h, w))
             labels.append(lab.to_numpy(zero_copy_only=True).reshape(-1, side, side))
         return cls(path, feats, labels, meta)
-
-    @property
-    def nbytes(self) -> int:
-        return int(sum(s for s in self.meta["sizes"].values()))
 
     def __len__(self) -> int:
         return int(self.meta["num_images"])
@@ -122,6 +118,12 @@ def cache_key(cfg: FeatureConfig, weights_sha: str, dataset: SegmentationDataset
     )
 
 
+def read_meta(path: Path) -> dict[str, Any]:
+    """A cache folder's meta.json: shapes, shard names, sizes and checksums."""
+    meta: dict[str, Any] = json.loads((path / "meta.json").read_text())
+    return meta
+
+
 def file_digest(path: Path) -> str:
     with path.open("rb") as fh:
         return hashlib.file_digest(fh, "blake2b").hexdigest()
@@ -130,7 +132,7 @@ def file_digest(path: Path) -> str:
 def verify_store(path: Path) -> str | None:
     """What is wrong with a cache folder (first problem found), or None if it is intact."""
     try:
-        meta = json.loads((path / "meta.json").read_text())
+        meta = read_meta(path)
         sums, sizes = meta["checksums"], meta["sizes"]
         for name in meta["shards"]:
             shard = path / name

@@ -154,10 +154,9 @@ def pack_clients(client_ids: list[int], per_actor: int) -> list[list[int]]:
 
 
 def _store_bytes(spec: HostSpec) -> int:
-    import json
+    from fuss_ray.features.cache import read_meta
 
-    meta = json.loads((Path(spec.store_path) / "meta.json").read_text())
-    return int(sum(meta.get("sizes", {}).values()))
+    return int(sum(read_meta(Path(spec.store_path)).get("sizes", {}).values()))
 
 
 def connect_ray(fed: FederationConfig) -> None:
@@ -268,6 +267,8 @@ class RayExecutor(Executor):
             refs = [ray.put(b) for b in store.shard_bytes()]
             spec = replace(spec, store_refs=refs, store_meta=store.meta)
         self.transport = "object_store" if spec.store_refs is not None else "path"
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
         actor_cls = ray.remote(ClientHost)
         self.owner: dict[int, int] = {}
         self.actors: list[Any] = []
@@ -282,8 +283,6 @@ class RayExecutor(Executor):
                 "max_restarts": fed.max_actor_restarts,
                 "max_task_retries": 0,
             }
-            from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
             if group_pg is not None:
                 # Inside a Tune trial: actor a takes bundle a + 1 (bundle 0 is the trial's
                 # own server), so a trial only ever uses what its placement group reserved.

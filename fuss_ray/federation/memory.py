@@ -87,11 +87,11 @@ def estimate_memory(
 
 
 def _feature_shape(store_path: str) -> tuple[int, int, int]:
-    import json
     from pathlib import Path
 
-    meta = json.loads((Path(store_path) / "meta.json").read_text())
-    d, h, w = meta["feature_shape"]
+    from fuss_ray.features.cache import read_meta
+
+    d, h, w = read_meta(Path(store_path))["feature_shape"]
     return int(d), int(h), int(w)
 
 

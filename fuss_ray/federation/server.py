@@ -214,10 +214,10 @@ class Server:
     def run_round(self, server_round: int) -> RoundResult:
         started = time.perf_counter()
         clients = self.sample(server_round)
-        sent = state_bytes(self.state) * len(clients)
+        size = state_bytes(self.state)  # one model state on the simulated wire
+        sent = size * len(clients)
         plan = None
         if self.systems is not None:
-            size = state_bytes(self.state)
             plan = self.systems.plan(
                 server_round, clients, self.target(), self.config.train.local_steps, size, size
             )
@@ -252,7 +252,7 @@ class Server:
             mean_loss=float(np.mean([r.loss for r in accepted])) if accepted else float("nan"),
             client_losses=[r.loss for r in accepted],
             bytes_sent=sent,
-            bytes_received=state_bytes(self.state) * len(reduced.records),
+            bytes_received=size * len(reduced.records),
             plan=plan,
             sim_clock_s=self.systems.clock_s if self.systems is not None else None,
             per_client=per_client,
