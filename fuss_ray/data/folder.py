@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -57,6 +58,8 @@ class FolderDataset(SegmentationDataset):
     trained or written. A corrupt or truncated file is skipped with a counted warning (the
     pair leaves the dataset), or is an error naming it when `strict`.
     """
+
+    kind = "folder-v1"  # names the layout in the fingerprint (and so in the cache key)
 
     def __init__(
         self,
@@ -154,6 +157,10 @@ class FolderDataset(SegmentationDataset):
             raise UserError(f"{path}: not a readable mask") from None
         if arr.ndim != 2:
             raise UserError(f"{path}: a mask must be a single-channel label map")
+        return self.map_labels(arr, path)
+
+    def map_labels(self, arr: NDArray[Any], path: Path) -> NDArray[np.uint8]:
+        """Stored label values to training ids (identity here; adapters map official ids)."""
         bad = (arr >= self.num_classes) & (arr != IGNORE_INDEX)
         if bad.any():
             raise UserError(
@@ -179,4 +186,4 @@ class FolderDataset(SegmentationDataset):
             )
             for i, m, _ in self.entries
         ]
-        return digest("folder-v1", str(self.root.resolve()), self.num_classes, stats)
+        return digest(self.kind, str(self.root.resolve()), self.num_classes, stats)
