@@ -28,7 +28,7 @@ from fuss_ray.federation.memory import check_memory, estimate_memory, host_count
 from fuss_ray.federation.server import Server, state_bytes
 from fuss_ray.federation.strategies import Strategy, build_strategy
 from fuss_ray.io import write_json
-from fuss_ray.metrics.evaluate import evaluate_state
+from fuss_ray.metrics.evaluate import evaluate_state, evaluate_variants
 from fuss_ray.metrics.segmentation import random_assignment_scores
 from fuss_ray.models.head import ModelState, model_state
 from fuss_ray.progress import progress_bar
@@ -67,9 +67,34 @@ def prepare_partition(config: RunConfig) -> tuple[Partition, np.ndarray, list[st
 def prepare(config: RunConfig, show_progress: bool = True) -> Prepared:
     partition, hist, ids, train, evaluation = prepare_partition(config)
     train_store = ensure_features(config.features, train, "train", show_progress)
-    eval_store = ensure_features(config.features, evaluation, "eval", show_progress)
+    eval_store = ensure_features(
+        config.features, evaluation, "eval", show_progress, **eval_extras(config)
+    )
     skipped = [*train.skipped, *evaluation.skipped]
     return Prepared(partition, hist, ids, train_store, eval_store, evaluation, skipped)
+
+
+def eval_extras(config: RunConfig) -> dict[str, bool]:
+    """What the evaluation cache must hold for the configured test-time options."""
+    return {"flipped": config.evaluation.flip_tta, "images": config.evaluation.crf}
+
+
+def final_variants(config: RunConfig, server: Server, store: FeatureStore) -> dict[str, Any]:
+    """Final scores with and without flip TTA and CRF (only those enabled; global model).
+
+    Local-only training has no single model to refine, so it reports the plain scores only.
+    """
+    ev = config.evaluation
+    if not (ev.flip_tta or ev.crf) or not server.strategy.federated:
+        return {}
+    return evaluate_variants(
+        server.model,
+        server.state,
+        store,
+        config.data.num_classes,
+        flip=ev.flip_tta,
+        crf_iterations=ev.crf_iterations if ev.crf else None,
+    )
 
 
 def pooled_config(config: RunConfig) -> RunConfig:
@@ -262,6 +287,9 @@ def run_simulation(
     final: dict[str, Any] = {"miou": last.miou, "pixel_acc": last.pixel_acc}
     if last.per_client:
         final["per_client"] = last.per_client
+    variants = final_variants(config, server, prepared.eval_store)
+    if variants:
+        final["variants"] = variants
     summary = {
         "strategy": strategy.name,
         "num_clients": prepared.partition.num_clients,
@@ -284,9 +312,13 @@ def run_simulation(
         "config": config.to_dict(),
     }
     artifacts = write_artifacts(out_dir, config, summary, server, prepared)
-    tracker.log_metrics(
-        {"final_miou": last.miou, "final_pixel_acc": last.pixel_acc}, step=config.train.rounds
-    )
+    final_metrics = {"final_miou": last.miou, "final_pixel_acc": last.pixel_acc}
+    for name, scores in variants.items():
+        if name != "plain":
+            key = name.replace("+", "_")
+            final_metrics[f"final_miou_{key}"] = scores["miou"]
+            final_metrics[f"final_pixel_acc_{key}"] = scores["pixel_acc"]
+    tracker.log_metrics(final_metrics, step=config.train.rounds)
     for path in artifacts:
         tracker.log_artifact(path)
     write_json(out_dir / "summary.json", summary)
@@ -295,3 +327,71 @@ def run_simulation(
     if on_round is not None:
         on_round(last.summary())
     return summary
+
+
+def _size(n_bytes: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n_bytes < 1024 or unit == "TiB":
+            return f"{n_bytes:.1f} {unit}" if unit != "B" else f"{int(n_bytes)} B"
+        n_bytes /= 1024
+    return f"{n_bytes:.1f} TiB"
+
+
+def dry_run_plan(config: RunConfig) -> list[str]:
+    """Check a config against the data on disk and describe the run, training nothing.
+
+    Reads the dataset's file lists and masks (for the partition), checks that a weights
+    file exists, and sizes the feature caches from the backbone's geometry: every problem a
+    real run would meet before its first round surfaces here, in the same one-line form.
+    """
+    from fuss_ray.features.backbone import check_weights_file, feature_geometry, timm_name
+    from fuss_ray.federation.strategies import STRATEGIES
+
+    partition, _, _, train, evaluation = prepare_partition(config)
+    weights = check_weights_file(config.features)
+    channels, stride = feature_geometry(config.features)
+    fc, data = config.features, config.data
+    eval_side = fc.eval_input_size or fc.input_size
+    grid, eval_grid = -(-fc.input_size // stride), -(-eval_side // stride)  # ViTs pad
+    labels = fc.label_size**2
+    train_bytes = len(train) * (channels * grid * grid * 4 + labels)
+    copies = 2 if config.evaluation.flip_tta else 1
+    eval_bytes = len(evaluation) * (
+        copies * channels * eval_grid * eval_grid * 4 + labels * (4 if config.evaluation.crf else 1)
+    )
+    sizes = partition.sizes()
+    strategy = config.federation.strategy["name"]
+    per_round = max(config.federation.min_clients, round(config.federation.fraction * len(sizes)))
+    per_round = min(per_round, len(sizes))
+    steps = config.train.local_steps
+    if STRATEGIES[strategy].pooled:
+        steps *= config.partition.num_clients
+    shown = (
+        ", ".join(str(s) for s in sizes)
+        if len(sizes) <= 24
+        else (f"min {min(sizes)}, median {int(np.median(sizes))}, max {max(sizes)}")
+    )
+    root = f" at {data.root}" if data.root is not None else ""
+    crops = " (five half-size crops per image)" if fc.five_crop else ""
+    lines = [
+        f"config: {config.name} (seed {config.seed}) is valid",
+        f"data: {data.dataset}{root}: {len(train)} training images{crops}, "
+        f"{len(evaluation)} evaluation images, {data.num_classes} classes",
+        f"partition: {config.partition.kind}, {len(sizes)} clients; images per client: {shown}",
+        f"strategy: {strategy}; {per_round} clients per round, {config.train.rounds} rounds x "
+        f"{steps} local steps of batch {config.train.batch_size} "
+        f"({per_round * steps * config.train.rounds} client steps in all)",
+        f"backbone: {fc.backbone} ({timm_name(fc.backbone)}), weights: {weights}",
+        f"features: {channels} x {grid} x {grid} per training image at {fc.input_size} px, "
+        f"{channels} x {eval_grid} x {eval_grid} per evaluation image at {eval_side} px",
+        f"feature cache: {_size(train_bytes)} train + {_size(eval_bytes)} eval "
+        f"under {fc.cache_dir}",
+    ]
+    if config.evaluation.flip_tta or config.evaluation.crf:
+        extras = [
+            n
+            for n, on in (("flip", config.evaluation.flip_tta), ("crf", config.evaluation.crf))
+            if on
+        ]
+        lines.append(f"evaluation: final scores reported plain and with {' and '.join(extras)}")
+    return lines

@@ -46,6 +46,11 @@ def _parser() -> argparse.ArgumentParser:
         help="an existing Ray cluster (default: $RAY_ADDRESS, else a local Ray)",
     )
     run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check the config against the data on disk and print the plan; train nothing",
+    )
+    run.add_argument(
         "--resume",
         type=Path,
         default=None,
@@ -131,13 +136,21 @@ def _run(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise UserError(f"--out: {out} exists and is not a folder")
     show = not args.quiet
+    if args.command == "run" and args.dry_run:
+        from fuss_ray.simulation import dry_run_plan
+
+        for line in dry_run_plan(config):
+            print(line)
+        return 0
     if args.command == "extract":
         from fuss_ray.data.base import build_datasets
         from fuss_ray.features.cache import ensure_features
+        from fuss_ray.simulation import eval_extras
 
         train, evaluation = build_datasets(config)
         for split, ds in (("train", train), ("eval", evaluation)):
-            store = ensure_features(config.features, ds, split, show)
+            extras = eval_extras(config) if split == "eval" else {}
+            store = ensure_features(config.features, ds, split, show, **extras)
             print(
                 f"{split}: {len(store)} images, features {store.meta['feature_shape']} "
                 f"at {store.path}"

@@ -43,6 +43,8 @@ class FeatureStore:
     features: list[NDArray[np.float32]]  # per shard: (n, D, h, w)
     labels: list[NDArray[np.uint8]]  # per shard: (n, L, L)
     meta: dict[str, Any]
+    flipped: list[NDArray[np.float32]] | None = None  # features of the mirrored images
+    images: list[NDArray[np.uint8]] | None = None  # (n, L, L, 3) RGB at label size, for a CRF
 
     @classmethod
     def open(cls, path: Path) -> FeatureStore:
@@ -69,14 +71,27 @@ class FeatureStore:
     def _from_sources(cls, path: Path, sources: list[Any], meta: dict[str, Any]) -> FeatureStore:
         d, h, w = meta["feature_shape"]
         side = meta["label_size"]
-        feats, labels = [], []
+        shapes = {
+            "features": (d, h, w),
+            "labels": (side, side),
+            "flipped": (d, h, w),
+            "images": (side, side, 3),
+        }
+        columns: dict[str, list[Any]] = {name: [] for name in shapes}
         for source in sources:
             table = pa.ipc.open_file(source).read_all()
-            f = table.column("features").combine_chunks().flatten()
-            lab = table.column("labels").combine_chunks().flatten()
-            feats.append(f.to_numpy(zero_copy_only=True).reshape(-1, d, h, w))
-            labels.append(lab.to_numpy(zero_copy_only=True).reshape(-1, side, side))
-        return cls(path, feats, labels, meta)
+            for name, shape in shapes.items():
+                if name in table.column_names:
+                    flat = table.column(name).combine_chunks().flatten()
+                    columns[name].append(flat.to_numpy(zero_copy_only=True).reshape(-1, *shape))
+        return cls(
+            path,
+            columns["features"],
+            columns["labels"],
+            meta,
+            columns["flipped"] or None,
+            columns["images"] or None,
+        )
 
     def __len__(self) -> int:
         return int(self.meta["num_images"])
@@ -105,16 +120,48 @@ class FeatureStore:
     def gather_labels(self, indices: NDArray[np.int64] | list[int]) -> NDArray[np.uint8]:
         return np.stack([self.label(int(i)) for i in indices])
 
+    def gather_flipped(self, indices: NDArray[np.int64] | list[int]) -> NDArray[np.float32]:
+        """Features of the mirrored images (extracted only for flip test-time augmentation)."""
+        if self.flipped is None:
+            raise ValueError(f"{self.path}: extracted without mirrored features")
+        return np.stack([self.flipped[s][i] for s, i in map(self._locate, map(int, indices))])
 
-def cache_key(cfg: FeatureConfig, weights_sha: str, dataset: SegmentationDataset) -> str:
+    def gather_images(self, indices: NDArray[np.int64] | list[int]) -> NDArray[np.uint8]:
+        """RGB at label size (stored only for the dense CRF, which needs the pixels)."""
+        if self.images is None:
+            raise ValueError(f"{self.path}: extracted without images")
+        return np.stack([self.images[s][i] for s, i in map(self._locate, map(int, indices))])
+
+
+@dataclass(frozen=True)
+class Extraction:
+    """What one split's cache holds beyond features and labels, and at which input side."""
+
+    side: int
+    flipped: bool = False
+    images: bool = False
+
+    @classmethod
+    def for_split(cls, cfg: FeatureConfig, split: str, flipped: bool, images: bool) -> Extraction:
+        """Evaluation may run at its own side (the paper's 320) with its test-time extras."""
+        if split == "eval":
+            return cls(cfg.eval_input_size or cfg.input_size, flipped, images)
+        return cls(cfg.input_size)
+
+
+def cache_key(
+    cfg: FeatureConfig, weights_sha: str, dataset: SegmentationDataset, extraction: Extraction
+) -> str:
     return digest(
         FORMAT_VERSION,
         cfg.backbone,
         weights_sha,
-        cfg.input_size,
+        extraction.side,
         cfg.layers,
         dataset.fingerprint(),
         cfg.label_size,
+        extraction.flipped,
+        extraction.images,
     )
 
 
@@ -154,17 +201,37 @@ def _discard(path: Path) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
+def cache_path(
+    cfg: FeatureConfig,
+    weights_sha: str,
+    dataset: SegmentationDataset,
+    split: str,
+    flipped: bool = False,
+    images: bool = False,
+) -> Path:
+    """The folder a split's features live in (whether or not they exist yet)."""
+    extraction = Extraction.for_split(cfg, split, flipped, images)
+    return cfg.cache_dir / f"{split}-{cache_key(cfg, weights_sha, dataset, extraction)}"
+
+
 def ensure_features(
     cfg: FeatureConfig,
     dataset: SegmentationDataset,
     split: str,
     show_progress: bool = True,
+    flipped: bool = False,
+    images: bool = False,
 ) -> FeatureStore:
-    """Open the matching cache, extracting it first if it does not exist yet."""
+    """Open the matching cache, extracting it first if it does not exist yet.
+
+    `flipped` and `images` (evaluation only) also store the mirrored images' features for
+    flip test-time augmentation and the label-size pixels a dense CRF needs.
+    """
     from fuss_ray.features.backbone import create_backbone, resolve_weights
 
     weights = resolve_weights(cfg)
-    path = cfg.cache_dir / f"{split}-{cache_key(cfg, weights.sha256, dataset)}"
+    extraction = Extraction.for_split(cfg, split, flipped, images)
+    path = cache_path(cfg, weights.sha256, dataset, split, flipped, images)
     if (path / "meta.json").is_file():
         problem = verify_store(path)
         if problem is None:
@@ -175,21 +242,21 @@ def ensure_features(
         )
         _discard(path)
     backbone = create_backbone(cfg, weights)
-    extract_to(path, backbone, dataset, cfg, split, weights.sha256, show_progress)
+    extract_to(path, backbone, dataset, cfg, split, weights.sha256, show_progress, extraction)
     return FeatureStore.open(path)
 
 
-def _write_shard(path: Path, feats: NDArray[np.float32], labels: NDArray[np.uint8]) -> None:
-    n = feats.shape[0]
-    flat_f = pa.array(feats.reshape(-1), pa.float32())
-    flat_l = pa.array(labels.reshape(-1), pa.uint8())
+def _write_shard(path: Path, columns: dict[str, NDArray[Any]]) -> None:
+    """One Arrow IPC file; each column holds one fixed-size list per image."""
+    arrow_type = {np.dtype(np.float32): pa.float32(), np.dtype(np.uint8): pa.uint8()}
     table = pa.table(
         {
-            "features": pa.FixedSizeListArray.from_arrays(flat_f, feats[0].size),
-            "labels": pa.FixedSizeListArray.from_arrays(flat_l, labels[0].size),
+            name: pa.FixedSizeListArray.from_arrays(
+                pa.array(values.reshape(-1), arrow_type[values.dtype]), values[0].size
+            )
+            for name, values in columns.items()
         }
     )
-    assert table.num_rows == n
     with (
         atomic_path(path) as tmp,
         pa.OSFile(str(tmp), "wb") as sink,
@@ -207,8 +274,10 @@ def extract_to(
     split: str,
     weights_sha: str,
     show_progress: bool = True,
+    extraction: Extraction | None = None,
 ) -> None:
     """Run the backbone over the dataset and write the shards plus meta.json atomically."""
+    extraction = extraction or Extraction(cfg.input_size)
     n = len(dataset)
     shards: list[str] = []
     checksums: dict[str, str] = {}
@@ -220,21 +289,36 @@ def extract_to(
     ):
         for start in range(0, n, SHARD_IMAGES):
             stop = min(n, start + SHARD_IMAGES)
-            feats: list[NDArray[np.float32]] = []
-            labels: list[NDArray[np.uint8]] = []
+            parts: dict[str, list[NDArray[Any]]] = {"features": [], "labels": []}
+            if extraction.flipped:
+                parts["flipped"] = []
+            if extraction.images:
+                parts["images"] = []
             for b in range(start, stop, cfg.batch_size):
                 idx = range(b, min(stop, b + cfg.batch_size))
-                imgs = np.stack([resize_center_crop(dataset.image(i), cfg.input_size) for i in idx])
+                rgb = [dataset.image(i) for i in idx]
+                imgs = np.stack([resize_center_crop(im, extraction.side) for im in rgb])
                 x = torch.from_numpy(imgs).permute(0, 3, 1, 2).float()
-                feats.append(backbone(x).float().numpy())
-                labels.extend(
-                    resize_center_crop(dataset.mask(i), cfg.label_size, nearest=True) for i in idx
+                parts["features"].append(backbone(x).float().numpy())
+                if extraction.flipped:
+                    parts["flipped"].append(backbone(x.flip(-1)).float().numpy())
+                if extraction.images:
+                    parts["images"].append(
+                        np.stack([resize_center_crop(im, cfg.label_size) for im in rgb])
+                    )
+                parts["labels"].append(
+                    np.stack(
+                        [
+                            resize_center_crop(dataset.mask(i), cfg.label_size, nearest=True)
+                            for i in idx
+                        ]
+                    )
                 )
                 advance(len(idx))
-            f = np.ascontiguousarray(np.concatenate(feats), dtype=np.float32)
-            shape = list(f.shape[1:])
+            columns = {k: np.ascontiguousarray(np.concatenate(v)) for k, v in parts.items()}
+            shape = list(columns["features"].shape[1:])
             name = f"shard-{start // SHARD_IMAGES:05d}.arrow"
-            _write_shard(tmp / name, f, np.stack(labels))
+            _write_shard(tmp / name, columns)
             shards.append(name)
             checksums[name] = file_digest(tmp / name)
             sizes[name] = (tmp / name).stat().st_size
@@ -246,7 +330,9 @@ def extract_to(
             "label_size": cfg.label_size,
             "backbone": cfg.backbone,
             "weights_sha256": weights_sha,
-            "input_size": cfg.input_size,
+            "input_size": extraction.side,
+            "flipped": extraction.flipped,
+            "images": extraction.images,
             "dataset_fingerprint": dataset.fingerprint(),
             "image_ids": [dataset.image_id(i) for i in range(n)],
             "shards": shards,

@@ -11,6 +11,8 @@ from fuss_ray.features.cache import FeatureStore
 from fuss_ray.metrics.segmentation import ConfusionAccumulator, unsupervised_scores
 from fuss_ray.models.head import FussModel, ModelState, load_model_state
 
+VARIANTS = ("plain", "flip", "crf", "flip+crf")
+
 
 @torch.no_grad()
 def evaluate_state(
@@ -19,8 +21,16 @@ def evaluate_state(
     store: FeatureStore,
     num_classes: int,
     batch_size: int = 16,
+    flip: bool = False,
+    crf_iterations: int | None = None,
 ) -> dict[str, Any]:
-    """Predict every evaluation image, accumulate one confusion matrix, match once."""
+    """Predict every evaluation image, accumulate one confusion matrix, match once.
+
+    `flip` averages each image's codes with its mirror's (mirrored back), STEGO's test-time
+    augmentation; `crf_iterations` refines each cluster map with a dense CRF on the pixels.
+    """
+    from fuss_ray.metrics.crf import dense_crf
+
     load_model_state(model, state)
     model.eval()
     acc = ConfusionAccumulator(num_classes, model.centroids.shape[0])
@@ -28,8 +38,53 @@ def evaluate_state(
     n = len(store)
     for start in range(0, n, batch_size):
         idx = np.arange(start, min(n, start + batch_size))
-        pred = model.predict(torch.from_numpy(store.gather(idx)), size=side)
-        acc.update(pred.numpy(), store.gather_labels(idx))
-    scores = unsupervised_scores(acc.matrix)
-    scores["confusion"] = acc.matrix.tolist()
-    return scores
+        code = model.code(torch.from_numpy(store.gather(idx)), size=side)
+        if flip:
+            mirrored = model.code(torch.from_numpy(store.gather_flipped(idx)), size=side)
+            code = (code + mirrored.flip(-1)) / 2
+        scores = model.similarity(code)
+        if crf_iterations is None:
+            pred = scores.argmax(dim=1).numpy()
+        else:
+            images = store.gather_images(idx)
+            pred = np.stack(
+                [
+                    dense_crf(images[j], scores[j].numpy(), crf_iterations).argmax(axis=0)
+                    for j in range(len(idx))
+                ]
+            )
+        acc.update(pred, store.gather_labels(idx))
+    result = unsupervised_scores(acc.matrix)
+    result["confusion"] = acc.matrix.tolist()
+    return result
+
+
+def evaluate_variants(
+    model: FussModel,
+    state: ModelState,
+    store: FeatureStore,
+    num_classes: int,
+    flip: bool,
+    crf_iterations: int | None,
+) -> dict[str, dict[str, float]]:
+    """mIoU and pixel accuracy with and without each enabled test-time option."""
+    wanted = {
+        "plain": True,
+        "flip": flip,
+        "crf": crf_iterations is not None,
+        "flip+crf": flip and crf_iterations is not None,
+    }
+    out: dict[str, dict[str, float]] = {}
+    for name in VARIANTS:
+        if not wanted[name]:
+            continue
+        s = evaluate_state(
+            model,
+            state,
+            store,
+            num_classes,
+            flip="flip" in name,
+            crf_iterations=crf_iterations if "crf" in name else None,
+        )
+        out[name] = {"miou": float(s["miou"]), "pixel_acc": float(s["pixel_acc"])}
+    return out

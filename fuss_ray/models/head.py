@@ -46,14 +46,23 @@ class FussModel(nn.Module):
         return out
 
     @torch.no_grad()
-    def predict(self, features: torch.Tensor, size: int | None = None) -> torch.Tensor:
-        """Cluster ids per pixel, after upsampling codes to `size` (the label grid)."""
-        code = self.head(features)
+    def code(self, features: torch.Tensor, size: int | None = None) -> torch.Tensor:
+        """Codes upsampled to `size` (the label grid), before normalisation."""
+        code: torch.Tensor = self.head(features)
         if size is not None and code.shape[-1] != size:
             code = F.interpolate(code, size=(size, size), mode="bilinear", align_corners=False)
-        code = F.normalize(code, dim=1)
+        return code
+
+    @torch.no_grad()
+    def similarity(self, code: torch.Tensor) -> torch.Tensor:
+        """Cosine of every pixel's code to every centroid: (B, C, H, W)."""
         cents = F.normalize(self.centroids, dim=1)
-        return torch.einsum("bdhw,cd->bchw", code, cents).argmax(dim=1)
+        return torch.einsum("bdhw,cd->bchw", F.normalize(code, dim=1), cents)
+
+    @torch.no_grad()
+    def predict(self, features: torch.Tensor, size: int | None = None) -> torch.Tensor:
+        """Cluster ids per pixel, after upsampling codes to `size` (the label grid)."""
+        return self.similarity(self.code(features, size)).argmax(dim=1)
 
 
 def model_state(model: FussModel) -> ModelState:
