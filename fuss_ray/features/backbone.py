@@ -23,6 +23,24 @@ from fuss_ray.io import atomic_path
 
 PACKAGED_LITE0 = "package:efficientnet-lite0"
 
+# The self-supervised ViTs of the USS literature, by their papers' names. Any other timm
+# model name works too; these are the ones the paper presets use and the docs explain.
+BACKBONES = {
+    "dino_vits8": "vit_small_patch8_224.dino",
+    "dino_vits16": "vit_small_patch16_224.dino",
+    "dino_vitb8": "vit_base_patch8_224.dino",
+    "dino_vitb16": "vit_base_patch16_224.dino",
+    "dinov2_vits14": "vit_small_patch14_dinov2.lvd142m",
+    "dinov2_vits14_reg": "vit_small_patch14_reg4_dinov2.lvd142m",
+    "dinov2_vitb14": "vit_base_patch14_dinov2.lvd142m",
+    "dinov2_vitb14_reg": "vit_base_patch14_reg4_dinov2.lvd142m",
+}
+
+
+def timm_name(backbone: str) -> str:
+    """The timm model name behind a config's backbone (an alias above, or a timm name)."""
+    return BACKBONES.get(backbone, backbone)
+
 
 @dataclass(frozen=True)
 class ResolvedWeights:
@@ -157,7 +175,9 @@ def convert_vit_weights(source: Path, destination: Path, backbone: str, input_si
         raise UserError(f"features.weights: {source} is not a torch checkpoint ({exc})") from None
     if not isinstance(raw, dict):
         raise UserError(f"features.weights: {source} holds no state_dict")
-    model: Any = timm.create_model(backbone, pretrained=False, img_size=input_size, num_classes=0)
+    model: Any = timm.create_model(
+        timm_name(backbone), pretrained=False, img_size=input_size, num_classes=0
+    )
     try:
         state = checkpoint_filter_fn(unwrap_checkpoint(raw), model)
         state = {k: v for k, v in state.items() if not k.startswith("head.")}
@@ -179,7 +199,12 @@ def convert_vit_weights(source: Path, destination: Path, backbone: str, input_si
 def _is_vit(backbone: str) -> bool:
     import timm
 
-    probe: Any = timm.create_model(backbone, pretrained=False)
+    if not timm.is_model(timm_name(backbone)):
+        raise UserError(
+            f"features.backbone: '{backbone}' is not a timm model name or one of "
+            f"{', '.join(BACKBONES)}"
+        )
+    probe: Any = timm.create_model(timm_name(backbone), pretrained=False)
     return hasattr(probe, "patch_embed") and hasattr(probe, "num_prefix_tokens")
 
 
@@ -263,22 +288,35 @@ def create_backbone(cfg: FeatureConfig, weights: ResolvedWeights | None = None) 
     # timm reports the classifier keys a features-only model leaves unused; that is expected.
     logging.getLogger("timm.models._builder").setLevel(logging.ERROR)
     weights = weights or resolve_weights(cfg)
-    if not timm.is_model(cfg.backbone):
-        raise UserError(f"features.backbone: '{cfg.backbone}' is not a timm model name")
+    name = timm_name(cfg.backbone)
+    if not timm.is_model(name):
+        raise UserError(
+            f"features.backbone: '{cfg.backbone}' is not a timm model name or one of "
+            f"{', '.join(BACKBONES)}"
+        )
     kwargs: dict[str, Any] = {"pretrained": cfg.pretrained}
     if weights.file is not None:
         kwargs["pretrained_cfg_overlay"] = {"file": str(weights.file)}
-    probe: Any = timm.create_model(cfg.backbone, pretrained=False)
+    probe: Any = timm.create_model(name, pretrained=False)
     is_vit = hasattr(probe, "patch_embed") and hasattr(probe, "num_prefix_tokens")
     try:
         if is_vit:
+            # Evaluation may run at its own side (the paper's 320 px): position embeddings are
+            # resampled on the fly, and a side that is no multiple of the patch (320 with
+            # patch 14) is padded to the next one.
             model: Any = timm.create_model(
-                cfg.backbone, img_size=cfg.input_size, num_classes=0, **kwargs
+                name,
+                img_size=cfg.input_size,
+                num_classes=0,
+                dynamic_img_size=True,
+                dynamic_img_pad=True,
+                **kwargs,
             )
             patch = model.patch_embed.patch_size[0]
-            return DenseBackbone(model, "vit", cfg.input_size // patch, model.num_prefix_tokens)
+            grid = -(-cfg.input_size // patch)
+            return DenseBackbone(model, "vit", grid, model.num_prefix_tokens)
         layers = cfg.layers if cfg.layers is not None else _default_layers(probe)
-        model = timm.create_model(cfg.backbone, features_only=True, out_indices=layers, **kwargs)
+        model = timm.create_model(name, features_only=True, out_indices=layers, **kwargs)
         stride = min(model.feature_info.reduction())
         return DenseBackbone(model, "cnn", cfg.input_size // stride)
     except (OSError, RuntimeError) as exc:
@@ -301,3 +339,40 @@ def _default_layers(probe: nn.Module) -> list[int]:
     reductions = [f["reduction"] for f in info]
     wanted = [i for i, r in enumerate(reductions) if r in (8, 16)]
     return wanted or [len(reductions) - 1]
+
+
+def feature_geometry(cfg: FeatureConfig) -> tuple[int, int]:
+    """(channels, stride) of the dense features, from a randomly initialised model.
+
+    Lets a dry run size the feature cache without weights or extraction.
+    """
+    import timm
+
+    name = timm_name(cfg.backbone)
+    if not timm.is_model(name):
+        raise UserError(
+            f"features.backbone: '{cfg.backbone}' is not a timm model name or one of "
+            f"{', '.join(BACKBONES)}"
+        )
+    probe: Any = timm.create_model(name, pretrained=False)
+    if hasattr(probe, "patch_embed") and hasattr(probe, "num_prefix_tokens"):
+        return int(probe.embed_dim), int(probe.patch_embed.patch_size[0])
+    layers = cfg.layers if cfg.layers is not None else _default_layers(probe)
+    info = probe.feature_info
+    return sum(int(info[i]["num_chs"]) for i in layers), min(
+        int(info[i]["reduction"]) for i in layers
+    )
+
+
+def check_weights_file(cfg: FeatureConfig) -> str:
+    """Where the weights will come from, failing in one line if a named file is missing."""
+    if not cfg.pretrained:
+        return "random (pretrained: false)"
+    if cfg.weights == PACKAGED_LITE0:
+        return f"{PACKAGED_LITE0} ({_lite0_package_file()})"
+    if cfg.weights is None:
+        return f"the Hugging Face hub ({timm_name(cfg.backbone)})"
+    path = Path(cfg.weights).expanduser()
+    if not path.is_file():
+        raise UserError(f"features.weights: {path} does not exist")
+    return str(path)
