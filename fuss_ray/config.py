@@ -217,6 +217,18 @@ class FederationConfig(_Strict):
     clients_per_actor: int = Field(1, ge=1, le=100_000)
     num_cpus: float = Field(1.0, ge=0.0, le=1024.0, description="per actor")
     num_gpus: float = Field(0.0, ge=0.0, le=64.0, description="per actor")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto",
+        description="where clients train: auto = the GPU when the process sees one (Ray "
+        "shows an actor its GPU only when num_gpus > 0), else the CPU",
+    )
+    gpu_memory_fraction: float | None = Field(
+        None,
+        gt=0.0,
+        le=1.0,
+        description="hard cap on each actor's share of GPU memory (default: num_gpus when "
+        "below 1), so actors sharing a GPU cannot run each other out of memory",
+    )
     ray_address: str | None = Field(
         None, description="an existing cluster (default: $RAY_ADDRESS, else a local Ray)"
     )
@@ -314,6 +326,7 @@ PLACEMENT_FIELDS = {
         "clients_per_actor",
         "num_cpus",
         "num_gpus",
+        "gpu_memory_fraction",
         "ray_address",
         "placement",
         "resources",

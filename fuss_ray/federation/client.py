@@ -60,6 +60,33 @@ def build_model(config: RunConfig, in_dim: int) -> FussModel:
     return FussModel(in_dim, config.model.code_dim, config.num_centroids, config.model.dropout)
 
 
+def training_device(
+    device: str, num_gpus: float, gpu_memory_fraction: float | None
+) -> torch.device:
+    """Where this process trains, capping its GPU memory when the GPU is shared.
+
+    Ray exposes a GPU to an actor only when it reserved one (num_gpus > 0), so `auto` puts
+    CPU actors on the CPU even on a GPU node. With a fractional reservation the caching
+    allocator is capped at that fraction (or `gpu_memory_fraction`): an actor that outgrows
+    its share fails alone with an out-of-memory error instead of starving its neighbours.
+    """
+    from fuss_ray.errors import UserError
+
+    if device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise UserError(
+            "federation.device: 'cuda' but this process sees no GPU (set federation.num_gpus "
+            "so that Ray gives each actor one, or use device: auto)"
+        )
+    share = gpu_memory_fraction
+    if share is None and 0 < num_gpus < 1:
+        share = num_gpus
+    if share is not None:
+        torch.cuda.set_per_process_memory_fraction(share, 0)
+    return torch.device("cuda", 0)
+
+
 class ClientHost:
     """Hosts several logical clients; used directly (sequential) or as a Ray actor."""
 
@@ -75,11 +102,13 @@ class ClientHost:
             arr = np.asarray(idx, dtype=np.int64)
             self.indices[cid] = arr
             self.knn[cid] = mine_knn(pooled_descriptors(self.store.gather(arr)), k)
-        self.model = build_model(self.config, self.store.feature_dim)
+        fed = self.config.federation
+        self.device = training_device(fed.device, fed.num_gpus, fed.gpu_memory_fraction)
+        self.model = build_model(self.config, self.store.feature_dim).to(self.device)
         # MOON compares with the global model and the client's previous model.
         self.moon = spec.objective.moon_weight > 0
-        self.ref_global = build_model(self.config, self.store.feature_dim).eval()
-        self.ref_prev = build_model(self.config, self.store.feature_dim).eval()
+        self.ref_global = build_model(self.config, self.store.feature_dim).to(self.device).eval()
+        self.ref_prev = build_model(self.config, self.store.feature_dim).to(self.device).eval()
         self.states: dict[int, ModelState] = {}  # kept only for local-only training
         self.previous: dict[int, ModelState] = {}  # kept only for MOON
         lc = self.config.loss
@@ -91,7 +120,6 @@ class ClientHost:
         )
         from fuss_ray.federation.strategies import build_strategy
 
-        fed = self.config.federation
         # The host's own copy, for the per-client half of aggregation (summands, OT plans).
         self.strategy = build_strategy(
             fed.strategy,
@@ -213,10 +241,10 @@ class ClientHost:
         for _ in range(cfg.train.local_steps):
             pick = rng.choice(n, size=bsz, replace=False)
             partner = knn[pick, rng.integers(knn.shape[1], size=bsz)]
-            x = torch.from_numpy(self.store.gather(indices[pick]))
+            x = torch.from_numpy(self.store.gather(indices[pick])).to(self.device)
             codes = model.head(x)
             if self.loss_fn.weights[1]:  # kNN partners only when their term counts
-                xk = torch.from_numpy(self.store.gather(indices[partner]))
+                xk = torch.from_numpy(self.store.gather(indices[partner])).to(self.device)
                 codes_k = model.head(xk)
             else:
                 xk, codes_k = x, codes
@@ -236,7 +264,7 @@ class ClientHost:
             loss.backward()  # type: ignore[no-untyped-call]
             opt_head.step()
             opt_cent.step()
-            counts += np.bincount(assign.reshape(-1).numpy(), minlength=cfg.num_centroids)
+            counts += np.bincount(assign.reshape(-1).cpu().numpy(), minlength=cfg.num_centroids)
             losses.append(float(loss.detach()))
         state = model_state(model)
         if not self.spec.federated:

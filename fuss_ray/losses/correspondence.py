@@ -65,11 +65,13 @@ class CorrespondenceLoss:
     ) -> tuple[torch.Tensor, dict[str, float]]:
         b = feats.shape[0]
         p = self.samples * self.samples
-        c1 = torch.rand(b, p, 2, generator=generator) * 2 - 1
-        c2 = torch.rand(b, p, 2, generator=generator) * 2 - 1
+        # Draws come from a CPU generator on every device, so a client's random stream
+        # does not depend on where it trains.
+        c1 = (torch.rand(b, p, 2, generator=generator) * 2 - 1).to(feats.device)
+        c2 = (torch.rand(b, p, 2, generator=generator) * 2 - 1).to(feats.device)
         f1, s1 = sample_at(feats, c1), sample_at(codes, c1)
         f2, s2 = sample_at(feats, c2), sample_at(codes, c2)
-        zero = torch.zeros((), dtype=codes.dtype)
+        zero = torch.zeros((), dtype=codes.dtype, device=codes.device)
         w = self.weights
         # A term with weight 0 is not computed (the random draws above are made anyway,
         # so results do not depend on which terms are switched off).
@@ -82,7 +84,7 @@ class CorrespondenceLoss:
         if b > 1:
             rand_terms = []
             for _ in range(self.permutations):
-                perm = derangement(b, generator)
+                perm = derangement(b, generator).to(feats.device)
                 rand_terms.append(correspondence_term(f1, f2[perm], s1, s2[perm], self.shifts[2]))
             rand_term = torch.stack(rand_terms).mean()
         else:
