@@ -141,6 +141,11 @@ class FeatureConfig(_Strict):
         False, description="training images become five half-size crops (the paper's protocol)"
     )
     batch_size: int = Field(16, ge=1, le=4096)
+    mode: Literal["cache", "online"] = Field(
+        "cache",
+        description="training features extracted once into the cache, or by every actor's "
+        "own backbone each round for the clients it trains (datasets too big to cache)",
+    )
     cache_dir: Path = Path(".fuss_cache")
     label_size: int = Field(112, ge=8, le=2048, description="evaluation mask side")
 

@@ -66,7 +66,12 @@ def prepare_partition(config: RunConfig) -> tuple[Partition, np.ndarray, list[st
 
 def prepare(config: RunConfig, show_progress: bool = True) -> Prepared:
     partition, hist, ids, train, evaluation = prepare_partition(config)
-    train_store = ensure_features(config.features, train, "train", show_progress)
+    if config.features.mode == "online":
+        from fuss_ray.features.online import online_descriptor
+
+        train_store = FeatureStore.open(online_descriptor(config.features, train))
+    else:
+        train_store = ensure_features(config.features, train, "train", show_progress)
     eval_store = ensure_features(
         config.features, evaluation, "eval", show_progress, **eval_extras(config)
     )

@@ -265,6 +265,12 @@ def _write_shard(path: Path, columns: dict[str, NDArray[Any]]) -> None:
         writer.write_table(table)
 
 
+def image_batch(images: list[NDArray[np.uint8]], side: int) -> torch.Tensor:
+    """RGB images as the backbone's input: shorter side to `side`, centre square, B x 3 x S x S."""
+    arr = np.stack([resize_center_crop(im, side) for im in images])
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).float()
+
+
 @torch.no_grad()
 def extract_to(
     path: Path,
@@ -297,8 +303,7 @@ def extract_to(
             for b in range(start, stop, cfg.batch_size):
                 idx = range(b, min(stop, b + cfg.batch_size))
                 rgb = [dataset.image(i) for i in idx]
-                imgs = np.stack([resize_center_crop(im, extraction.side) for im in rgb])
-                x = torch.from_numpy(imgs).permute(0, 3, 1, 2).float()
+                x = image_batch(rgb, extraction.side)
                 parts["features"].append(backbone(x).float().numpy())
                 if extraction.flipped:
                     parts["flipped"].append(backbone(x.flip(-1)).float().numpy())

@@ -9,6 +9,7 @@ derived from (seed, k, r), so results do not depend on which host runs which cli
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,7 +95,9 @@ class ClientHost:
         torch.set_num_threads(spec.threads)
         self.config = RunConfig.model_validate(spec.config)
         self.spec = spec
-        self.store = self._open_store(spec)
+        fed = self.config.federation
+        self.device = training_device(fed.device, fed.num_gpus, fed.gpu_memory_fraction)
+        self.store = self._open_store(spec, self.config, self.device)
         self.indices: dict[int, NDArray[np.int64]] = {}
         self.knn: dict[int, NDArray[np.int64]] = {}
         k = self.config.loss.knn_k
@@ -102,8 +105,6 @@ class ClientHost:
             arr = np.asarray(idx, dtype=np.int64)
             self.indices[cid] = arr
             self.knn[cid] = mine_knn(pooled_descriptors(self.store.gather(arr)), k)
-        fed = self.config.federation
-        self.device = training_device(fed.device, fed.num_gpus, fed.gpu_memory_fraction)
         self.model = build_model(self.config, self.store.feature_dim).to(self.device)
         # MOON compares with the global model and the client's previous model.
         self.moon = spec.objective.moon_weight > 0
@@ -134,14 +135,19 @@ class ClientHost:
             self._restore(Path(spec.restore_dir))
 
     @staticmethod
-    def _open_store(spec: HostSpec) -> Any:
+    def _open_store(spec: HostSpec, config: RunConfig, device: torch.device) -> Any:
         if spec.generated is not None:
             from fuss_ray.features.generated import GeneratedFeatures
 
             g = spec.generated
             return GeneratedFeatures(g["seed"], g["num_images"], tuple(g["shape"]), g["block"])
         if spec.store_refs is None or spec.store_meta is None:
-            return FeatureStore.open(Path(spec.store_path))
+            store = FeatureStore.open(Path(spec.store_path))
+            if store.meta.get("mode") == "online":
+                from fuss_ray.features.online import OnlineFeatures
+
+                return OnlineFeatures(config, store.meta, device)
+            return store
         import ray
 
         buffers = ray.get(spec.store_refs)  # zero-copy views of the node's shared memory
@@ -195,7 +201,15 @@ class ClientHost:
         self, global_state: ModelState, client_ids: list[int], server_round: int
     ) -> list[ClientUpdate]:
         """Run local training for the given clients, in id order."""
-        return [self._train_one(cid, global_state, server_round) for cid in sorted(client_ids)]
+        with self._round_features(client_ids):
+            return [self._train_one(cid, global_state, server_round) for cid in sorted(client_ids)]
+
+    def _round_features(self, client_ids: list[int]) -> Any:
+        """Online features: extract every image these clients use, batched across them."""
+        hold = getattr(self.store, "hold", None)
+        if hold is None:
+            return contextlib.nullcontext()
+        return hold(np.concatenate([self.indices[c] for c in client_ids]).tolist())
 
     def train_reduced(
         self,
@@ -211,9 +225,12 @@ class ClientHost:
         """
         out = Reduced(shifts=dict(shifts))
         max_norm = self.config.federation.max_update_norm
-        for cid in sorted(client_ids):
-            update = self._train_one(cid, global_state, server_round)
-            out = out.merge(reduce_updates(self.strategy, global_state, shifts, [update], max_norm))
+        with self._round_features(client_ids):
+            for cid in sorted(client_ids):
+                update = self._train_one(cid, global_state, server_round)
+                out = out.merge(
+                    reduce_updates(self.strategy, global_state, shifts, [update], max_norm)
+                )
         return out
 
     def _train_one(self, cid: int, global_state: ModelState, server_round: int) -> ClientUpdate:

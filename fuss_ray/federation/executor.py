@@ -260,7 +260,8 @@ class RayExecutor(Executor):
                     f"the cluster could not place {len(groups)} actors x {bundle} "
                     f"({fed.placement}) within 300 s"
                 )
-        if spec.generated is None and use_object_store(fed, _store_bytes(spec)):
+        online = spec.generated is None and _store_bytes(spec) == 0
+        if spec.generated is None and not online and use_object_store(fed, _store_bytes(spec)):
             from fuss_ray.features.cache import FeatureStore
 
             store = FeatureStore.open(Path(spec.store_path))

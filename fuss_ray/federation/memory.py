@@ -27,6 +27,7 @@ SHARED_LIBS = 450 * MiB
 DRIVER = 1100 * MiB
 RAY_SYSTEM = 600 * MiB
 CLIENT_OVERHEAD = 4 * 1024  # Python objects around a logical client's arrays
+ONLINE_BACKBONE = 400 * MiB  # a frozen ViT-B (350 MB of fp32 weights) and its activations
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,11 @@ def estimate_memory(
     d, h, w = feature_shape
     batch = 2 * config.train.batch_size * (d + config.model.code_dim) * h * w * 4
     per_host = HOST_PRIVATE + 3 * state_bytes + 8 * batch
+    if config.features.mode == "online":
+        # Its own backbone, and one round's features of the clients it hosts at most.
+        sizes = sorted((len(p) for p in spec.clients.values()), reverse=True)
+        per_actor = config.federation.clients_per_actor if hosts > 1 else len(sizes)
+        per_host += ONLINE_BACKBONE + sum(sizes[:per_actor]) * d * h * w * 4
     side = config.features.label_size
     driver = DRIVER + 4 * state_bytes + eval_images * side * side
     if not spec.federated:
