@@ -35,6 +35,17 @@ class FiveCrops(SegmentationDataset):
         self.base = base
         self.num_classes = base.num_classes
         self.skipped = base.skipped
+        # The last decoded source image and mask: the five crops of an image are read one
+        # after another (partitioning, extraction), so each file is decoded once, not 5 times.
+        self._last: dict[str, tuple[int, NDArray[np.uint8]]] = {}
+
+    def _source(self, kind: str, index: int) -> NDArray[np.uint8]:
+        held = self._last.get(kind)
+        if held is None or held[0] != index:
+            array = self.base.image(index) if kind == "image" else self.base.mask(index)
+            held = (index, array)
+            self._last[kind] = held
+        return held[1]
 
     def __len__(self) -> int:
         return 5 * len(self.base)
@@ -44,10 +55,10 @@ class FiveCrops(SegmentationDataset):
         return array[top : top + ch, left : left + cw].copy()
 
     def image(self, index: int) -> NDArray[np.uint8]:
-        return self._crop(self.base.image(index // 5), index)
+        return self._crop(self._source("image", index // 5), index)
 
     def mask(self, index: int) -> NDArray[np.uint8]:
-        return self._crop(self.base.mask(index // 5), index)
+        return self._crop(self._source("mask", index // 5), index)
 
     def image_id(self, index: int) -> str:
         return f"{self.base.image_id(index // 5)}#{FIVE_CROP_NAMES[index % 5]}"

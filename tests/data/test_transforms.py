@@ -46,3 +46,17 @@ def test_crops_cut_image_and_mask_alike_and_keep_the_group() -> None:
     assert crops.group(7) == base.group(1)
     assert crops.image_id(9) == f"{base.image_id(1)}#c"
     assert crops.fingerprint() != base.fingerprint()
+
+
+def test_the_five_crops_of_an_image_decode_it_once() -> None:
+    class Counting(TinyDataset):
+        reads = 0
+
+        def image(self, index: int) -> NDArray[np.uint8]:
+            Counting.reads += 1
+            return super().image(index)
+
+    crops = FiveCrops(Counting())
+    for i in range(10):
+        crops.image(i)
+    assert Counting.reads == 2
