@@ -100,6 +100,8 @@ _FIXED_CLASSES = {"cityscapes": 27, "cocostuff": 27, "potsdam": 3}
 
 def dataset_classes(dataset: Any, sources: Any) -> int | None:
     """The class count a named benchmark implies, or None where the user sets it."""
+    if not isinstance(dataset, str):
+        return None  # not a dataset name: its own validator reports it
     if dataset in _FIXED_CLASSES:
         return _FIXED_CLASSES[dataset]
     if dataset == "packaged-real":

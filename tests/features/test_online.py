@@ -23,7 +23,8 @@ def test_online_features_match_the_cache(cache_dir: Path) -> None:
     assert len(descriptor) == len(cached) and descriptor.feature_dim == cached.feature_dim
     online = OnlineFeatures(config, descriptor.meta, torch.device("cpu"))
     idx = [3, 0, 17, 9]
-    np.testing.assert_allclose(online.gather(idx), cached.gather(idx), rtol=0, atol=1e-5)
+    # Same images, other batches and thread counts: equal up to float rounding.
+    np.testing.assert_allclose(online.gather(idx), cached.gather(idx), rtol=1e-4, atol=1e-4)
 
 
 def test_a_round_extracts_each_image_of_its_clients_once(cache_dir: Path) -> None:
