@@ -25,7 +25,7 @@ from fuss_ray.federation.checkpoint import Checkpoint, CheckpointWriter, latest_
 from fuss_ray.federation.client import HostSpec, build_model
 from fuss_ray.federation.executor import Executor, RayExecutor, SequentialExecutor
 from fuss_ray.federation.memory import check_memory, estimate_memory, host_count, memory_limit
-from fuss_ray.federation.server import Server, state_bytes
+from fuss_ray.federation.server import Server, clients_per_round, state_bytes
 from fuss_ray.federation.strategies import Strategy, build_strategy
 from fuss_ray.io import write_json
 from fuss_ray.metrics.evaluate import evaluate_state, evaluate_variants
@@ -335,11 +335,13 @@ def run_simulation(
 
 
 def _size(n_bytes: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n_bytes < 1024 or unit == "TiB":
-            return f"{n_bytes:.1f} {unit}" if unit != "B" else f"{int(n_bytes)} B"
+    if n_bytes < 1024:
+        return f"{int(n_bytes)} B"
+    for unit in ("KiB", "MiB", "GiB"):
         n_bytes /= 1024
-    return f"{n_bytes:.1f} TiB"
+        if n_bytes < 1024:
+            return f"{n_bytes:.1f} {unit}"
+    return f"{n_bytes / 1024:.1f} TiB"
 
 
 def dry_run_plan(config: RunConfig) -> list[str]:
@@ -366,8 +368,7 @@ def dry_run_plan(config: RunConfig) -> list[str]:
     )
     sizes = partition.sizes()
     strategy = config.federation.strategy["name"]
-    per_round = max(config.federation.min_clients, round(config.federation.fraction * len(sizes)))
-    per_round = min(per_round, len(sizes))
+    per_round = clients_per_round(config.federation, len(sizes))
     steps = config.train.local_steps
     if STRATEGIES[strategy].pooled:
         steps *= config.partition.num_clients

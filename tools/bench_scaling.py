@@ -118,12 +118,9 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     ax.set_title("Round time against N, 2-core machine")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    from fuss_ray.io import atomic_path
+    from fuss_ray.tracking.plots import save_png
 
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    save_png(fig, path, dpi=120)
 
 
 def main() -> None:

@@ -108,12 +108,9 @@ def plot(rows: list[dict[str, Any]], path: Path, centroids: int) -> None:
     ax.set_title(f"Server aggregation cost, {centroids} centroids, ViT-S head")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    from fuss_ray.io import atomic_path
+    from fuss_ray.tracking.plots import save_png
 
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    save_png(fig, path, dpi=120)
 
 
 def main() -> None:

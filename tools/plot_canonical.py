@@ -21,7 +21,7 @@ def main() -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from fuss_ray.io import atomic_path
+    from fuss_ray.tracking.plots import save_png
 
     rows = sorted(
         (r for path in args.results for r in json.loads(path.read_text())["results"]),
@@ -46,9 +46,7 @@ def main() -> int:
     ax.set_ylabel("seconds per round (median)")
     ax.set_title("Canonical workload on 2 cores: share of the ideal")
     ax.legend()
-    fig.tight_layout()
-    with atomic_path(args.out) as tmp:
-        fig.savefig(tmp, format="png")
+    save_png(fig, args.out)
     print(args.out)
     return 0
 

@@ -196,7 +196,8 @@ def convert_vit_weights(source: Path, destination: Path, backbone: str, input_si
         torch.save(model.state_dict(), tmp)
 
 
-def _is_vit(backbone: str) -> bool:
+def _probe(backbone: str) -> Any:
+    """A randomly initialised model of the configured name, to read its layout from."""
     import timm
 
     if not timm.is_model(timm_name(backbone)):
@@ -204,8 +205,11 @@ def _is_vit(backbone: str) -> bool:
             f"features.backbone: '{backbone}' is not a timm model name or one of "
             f"{', '.join(BACKBONES)}"
         )
-    probe: Any = timm.create_model(timm_name(backbone), pretrained=False)
-    return hasattr(probe, "patch_embed") and hasattr(probe, "num_prefix_tokens")
+    return timm.create_model(timm_name(backbone), pretrained=False)
+
+
+def _is_vit_model(model: Any) -> bool:
+    return hasattr(model, "patch_embed") and hasattr(model, "num_prefix_tokens")
 
 
 def resolve_weights(cfg: FeatureConfig) -> ResolvedWeights:
@@ -228,7 +232,7 @@ def resolve_weights(cfg: FeatureConfig) -> ResolvedWeights:
     path = Path(cfg.weights).expanduser()
     if not path.is_file():
         raise UserError(f"features.weights: {path} does not exist")
-    if _is_vit(cfg.backbone):
+    if _is_vit_model(_probe(cfg.backbone)):
         # DINO / DINOv2 files in any layout, at any input size: normalised once, cached.
         digest = _sha256(path)
         name = f"{cfg.backbone}-{digest[:12]}-{cfg.input_size}px.pth"
@@ -289,18 +293,12 @@ def create_backbone(cfg: FeatureConfig, weights: ResolvedWeights | None = None) 
     logging.getLogger("timm.models._builder").setLevel(logging.ERROR)
     weights = weights or resolve_weights(cfg)
     name = timm_name(cfg.backbone)
-    if not timm.is_model(name):
-        raise UserError(
-            f"features.backbone: '{cfg.backbone}' is not a timm model name or one of "
-            f"{', '.join(BACKBONES)}"
-        )
+    probe = _probe(cfg.backbone)
     kwargs: dict[str, Any] = {"pretrained": cfg.pretrained}
     if weights.file is not None:
         kwargs["pretrained_cfg_overlay"] = {"file": str(weights.file)}
-    probe: Any = timm.create_model(name, pretrained=False)
-    is_vit = hasattr(probe, "patch_embed") and hasattr(probe, "num_prefix_tokens")
     try:
-        if is_vit:
+        if _is_vit_model(probe):
             # Evaluation may run at its own side (the paper's 320 px): position embeddings are
             # resampled on the fly, and a side that is no multiple of the patch (320 with
             # patch 14) is padded to the next one.
@@ -346,16 +344,8 @@ def feature_geometry(cfg: FeatureConfig) -> tuple[int, int]:
 
     Lets a dry run size the feature cache without weights or extraction.
     """
-    import timm
-
-    name = timm_name(cfg.backbone)
-    if not timm.is_model(name):
-        raise UserError(
-            f"features.backbone: '{cfg.backbone}' is not a timm model name or one of "
-            f"{', '.join(BACKBONES)}"
-        )
-    probe: Any = timm.create_model(name, pretrained=False)
-    if hasattr(probe, "patch_embed") and hasattr(probe, "num_prefix_tokens"):
+    probe = _probe(cfg.backbone)
+    if _is_vit_model(probe):
         return int(probe.embed_dim), int(probe.patch_embed.patch_size[0])
     layers = cfg.layers if cfg.layers is not None else _default_layers(probe)
     info = probe.feature_info

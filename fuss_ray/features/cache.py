@@ -201,19 +201,6 @@ def _discard(path: Path) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
-def cache_path(
-    cfg: FeatureConfig,
-    weights_sha: str,
-    dataset: SegmentationDataset,
-    split: str,
-    flipped: bool = False,
-    images: bool = False,
-) -> Path:
-    """The folder a split's features live in (whether or not they exist yet)."""
-    extraction = Extraction.for_split(cfg, split, flipped, images)
-    return cfg.cache_dir / f"{split}-{cache_key(cfg, weights_sha, dataset, extraction)}"
-
-
 def ensure_features(
     cfg: FeatureConfig,
     dataset: SegmentationDataset,
@@ -231,7 +218,7 @@ def ensure_features(
 
     weights = resolve_weights(cfg)
     extraction = Extraction.for_split(cfg, split, flipped, images)
-    path = cache_path(cfg, weights.sha256, dataset, split, flipped, images)
+    path = cfg.cache_dir / f"{split}-{cache_key(cfg, weights.sha256, dataset, extraction)}"
     if (path / "meta.json").is_file():
         problem = verify_store(path)
         if problem is None:

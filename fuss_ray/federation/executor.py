@@ -260,8 +260,9 @@ class RayExecutor(Executor):
                     f"the cluster could not place {len(groups)} actors x {bundle} "
                     f"({fed.placement}) within 300 s"
                 )
-        online = spec.generated is None and _store_bytes(spec) == 0
-        if spec.generated is None and not online and use_object_store(fed, _store_bytes(spec)):
+        cache_bytes = _store_bytes(spec) if spec.generated is None else 0
+        # An online-mode descriptor has no shards: actors read the images themselves.
+        if cache_bytes > 0 and use_object_store(fed, cache_bytes):
             from fuss_ray.features.cache import FeatureStore
 
             store = FeatureStore.open(Path(spec.store_path))

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from fuss_ray.config import RunConfig
+from fuss_ray.config import FederationConfig, RunConfig
 from fuss_ray.features.cache import FeatureStore
 from fuss_ray.federation.checkpoint import ArrayTree
 from fuss_ray.federation.executor import Executor, FailureReport
@@ -23,6 +23,11 @@ from fuss_ray.models.head import FussModel
 def state_bytes(state: ModelState) -> int:
     """What one copy of a state costs on the wire (its raw array bytes)."""
     return int(sum(v.nbytes for v in state.values()))
+
+
+def clients_per_round(fed: FederationConfig, num_clients: int) -> int:
+    """A fraction of the clients, rounded up, at least min_clients and at most all of them."""
+    return min(num_clients, max(fed.min_clients, math.ceil(fed.fraction * num_clients)))
 
 
 @dataclass
@@ -139,10 +144,8 @@ class Server:
         )
 
     def target(self) -> int:
-        """How many updates a round wants: a fraction of the clients, at least min_clients."""
-        fed = self.config.federation
-        k = len(self.client_ids)
-        return min(k, max(fed.min_clients, math.ceil(fed.fraction * k)))
+        """How many updates a round wants (see clients_per_round)."""
+        return clients_per_round(self.config.federation, len(self.client_ids))
 
     def export(self) -> tuple[ArrayTree, dict[str, Any]]:
         """Arrays and JSON-able bookkeeping for a checkpoint (see federation.checkpoint)."""

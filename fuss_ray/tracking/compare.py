@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from fuss_ray.errors import UserError
-from fuss_ray.io import atomic_path
+from fuss_ray.tracking.plots import save_png
 
 GROUP_TAGS = ("strategy", "partition", "alpha")
 
@@ -98,7 +98,4 @@ def comparison_plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     ax.set_title(title)
     ax.legend(fontsize=8, ncol=2)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    save_png(fig, path, dpi=100)

@@ -32,6 +32,16 @@ PALETTE = np.array(
 )
 
 
+def save_png(fig: Any, path: Path, dpi: int | None = None) -> None:
+    """Lay out, write atomically (never a half-written PNG) and free a matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    plt.close(fig)
+
+
 def colourise(labels: NDArray[np.integer[Any]]) -> NDArray[np.uint8]:
     """Class ids to colours; ignored or unmatched pixels (>= palette size) are black."""
     lab = np.asarray(labels, dtype=np.int64)
@@ -61,10 +71,7 @@ def convergence_plot(
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def overlay_grid(
@@ -90,7 +97,4 @@ def overlay_grid(
             axes[i, j].axis("off")
             if i == 0:
                 axes[i, j].set_title(titles[j])
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_png(fig, path)
