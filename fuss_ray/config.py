@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -341,6 +342,8 @@ PLACEMENT_FIELDS = {
         "max_actor_restarts",
         "memory_limit_gb",
     ),
+    # Where the features are cached, not what they are: the cache key names the content.
+    "features": ("cache_dir",),
 }
 
 
@@ -389,6 +392,65 @@ class RunConfig(_Strict):
             for key in keys:
                 tree[section].pop(key, None)
         return tree
+
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+
+def resolve_path(path: Path, base: Path) -> Path:
+    """`~` expanded, and a relative path made absolute against `base`."""
+    path = path.expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def absolute_uri(uri: str, base: Path) -> str:
+    """A `sqlite:///` or `file:` URI whose path is relative, made absolute against `base`.
+
+    Other URIs (http, postgresql, databricks) name no local path and are returned as given.
+    """
+    if uri.startswith("sqlite:///"):
+        rest = uri.removeprefix("sqlite:///")
+        if rest and not rest.startswith(("/", ":memory:")):
+            return f"sqlite:///{resolve_path(Path(rest), base)}"
+    elif uri.startswith("file:") and not uri.startswith("file://"):
+        return f"file://{resolve_path(Path(uri.removeprefix('file:')), base)}"
+    return uri
+
+
+def resolve_paths(config: RunConfig, base: Path | None = None) -> RunConfig:
+    """The config with every path in it absolute, resolved against one base.
+
+    The base is the directory the command was run from. Resolving once, in the process the
+    user started, is what lets Ray Tune trials (which run in their own folders), actors
+    and resumed runs see the same files: they only ever get the resolved config. The
+    tracking store is filled in too when the config leaves it to the environment or the
+    default, since a trial's working directory is not the user's.
+    """
+    base = (base or Path.cwd()).resolve()
+    data, feats, systems, tracking = config.data, config.features, config.systems, config.tracking
+    weights = feats.weights
+    if weights is not None and not weights.startswith("package:"):
+        weights = str(resolve_path(Path(weights), base))
+    uri = tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    traces = {
+        name: resolve_path(value, base)
+        for name in ("speed_trace", "availability_trace")
+        if (value := getattr(systems, name)) is not None
+    }
+    return config.model_copy(
+        update={
+            "data": data.model_copy(
+                update={"root": resolve_path(data.root, base) if data.root else None}
+            ),
+            "features": feats.model_copy(
+                update={"cache_dir": resolve_path(feats.cache_dir, base), "weights": weights}
+            ),
+            "systems": systems.model_copy(update=traces),
+            "tracking": tracking.model_copy(
+                update={"uri": absolute_uri(uri, base) if tracking.enabled else tracking.uri}
+            ),
+        }
+    )
 
 
 def first_difference(a: Any, b: Any, prefix: str = "") -> str | None:
@@ -451,8 +513,14 @@ def apply_override(tree: dict[str, Any], assignment: str) -> None:
     node[parts[-1]] = parse_value(raw)
 
 
-def load_config(path: Path | None, overrides: list[str] | None = None) -> RunConfig:
-    """Read a YAML config (or none, for the defaults), apply overrides, validate."""
+def load_config(
+    path: Path | None, overrides: list[str] | None = None, base: Path | None = None
+) -> RunConfig:
+    """Read a YAML config (or none, for the defaults), apply overrides, validate.
+
+    Relative paths in it are resolved against `base` (default: the working directory),
+    see `resolve_paths`.
+    """
     tree: dict[str, Any] = {}
     source = "config"
     if path is not None:
@@ -470,7 +538,7 @@ def load_config(path: Path | None, overrides: list[str] | None = None) -> RunCon
         tree = loaded or {}
     for item in overrides or []:
         apply_override(tree, item)
-    return validate_config(tree, source)
+    return resolve_paths(validate_config(tree, source), base)
 
 
 def validate_config(tree: dict[str, Any], source: str = "config") -> RunConfig:

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from fuss_ray.config import load_config
+from fuss_ray.config import absolute_uri, load_config, resolve_paths
 from fuss_ray.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,3 +67,54 @@ def test_bad_files(tmp_path: Path) -> None:
     bad.write_text("- a list\n")
     with pytest.raises(UserError, match="mapping"):
         load_config(bad)
+
+
+def test_relative_paths_resolve_against_the_base_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One rule: paths in a config are relative to where the command runs, made absolute."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    cfg = load_config(
+        ROOT / "configs/quickstart.yaml",
+        [
+            "data.dataset=folder",
+            "data.root=~/data/scenes",
+            "systems.speed_trace=traces/speed.json",
+            "systems.availability_trace=/abs/avail.json",
+        ],
+        base=tmp_path,
+    )
+    assert cfg.features.cache_dir == tmp_path / ".fuss_cache"
+    assert cfg.data.root == tmp_path / "home" / "data" / "scenes"
+    assert cfg.features.weights == "package:efficientnet-lite0"  # a package, not a path
+    assert cfg.systems.speed_trace == tmp_path / "traces" / "speed.json"
+    assert cfg.systems.availability_trace == Path("/abs/avail.json")
+    # The default store is filled in, so that a Tune trial (in its own folder) uses it too.
+    assert cfg.tracking.uri == f"sqlite:///{tmp_path}/mlflow.db"
+    again = resolve_paths(cfg, tmp_path / "elsewhere")  # absolute paths stay as they are
+    assert again == cfg
+    weights = load_config(None, ["features.weights=w/dino.pth"], base=tmp_path).features
+    assert weights.weights == str(tmp_path / "w" / "dino.pth")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///env.db")
+    assert load_config(None, base=tmp_path).tracking.uri == f"sqlite:///{tmp_path}/env.db"
+    assert load_config(None, ["tracking=off"], base=tmp_path).tracking.uri is None
+
+
+@pytest.mark.parametrize(
+    ("uri", "expected"),
+    [
+        ("sqlite:///mlflow.db", "sqlite:///BASE/mlflow.db"),
+        ("sqlite:///runs/x.db", "sqlite:///BASE/runs/x.db"),
+        ("sqlite:////abs/x.db", "sqlite:////abs/x.db"),
+        ("sqlite:///:memory:", "sqlite:///:memory:"),
+        ("file:mlruns", "file://BASE/mlruns"),
+        ("file:///abs/mlruns", "file:///abs/mlruns"),
+        ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),
+        ("postgresql://u@db/mlflow", "postgresql://u@db/mlflow"),
+    ],
+)
+def test_store_uris_with_relative_paths_become_absolute(
+    uri: str, expected: str, tmp_path: Path
+) -> None:
+    assert absolute_uri(uri, tmp_path) == expected.replace("BASE", str(tmp_path))

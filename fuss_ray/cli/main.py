@@ -62,9 +62,20 @@ def _parser() -> argparse.ArgumentParser:
     part.add_argument("--out", type=Path, default=None, help="output folder (default runs/NAME)")
     ext = sub.add_parser("extract", help="extract and cache the frozen features")
     common(ext)
-    tune = sub.add_parser("tune", help="hyperparameter search (Optuna on Ray Tune)")
+    tune = sub.add_parser(
+        "tune",
+        help="hyperparameter search (Optuna on Ray Tune)",
+        description="--set search.KEY=VALUE changes the search file's own settings (e.g. "
+        "search.num_samples=4); any other --set KEY=VALUE changes the base run config (e.g. "
+        "train.rounds=3). Relative paths are resolved against the current directory.",
+    )
     common(tune)
     tune.add_argument("--resume", action="store_true", help="continue an interrupted search")
+    tune.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show Ray Tune's progress tables and every failed trial's traceback",
+    )
     tune.add_argument("--address", default=None, help="Ray cluster address (or RAY_ADDRESS)")
     cmp = sub.add_parser("compare", help="strategies x settings from an MLflow experiment")
     cmp.add_argument("--experiment", required=True, help="MLflow experiment name")
@@ -86,10 +97,13 @@ def _compare(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from fuss_ray.config import absolute_uri
     from fuss_ray.tracking.compare import collect, comparison_plot, table_rows
     from fuss_ray.tracking.mlflow_tracker import DEFAULT_URI
 
-    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    uri = absolute_uri(
+        args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI, Path.cwd()
+    )
     rows = table_rows(collect(uri, args.experiment))
     table = Table(title=f"final mIoU, experiment '{args.experiment}'")
     for col in ("strategy", "partition", "alpha", "mIoU (mean ± std)", "runs"):
@@ -114,7 +128,10 @@ def _tune(args: argparse.Namespace) -> int:
 
     spec = load_search(args.config, args.overrides)
     summary = run_search(
-        spec, resume=args.resume, address=args.address or os.environ.get("RAY_ADDRESS")
+        spec,
+        resume=args.resume,
+        address=args.address or os.environ.get("RAY_ADDRESS"),
+        verbose=args.verbose,
     )
     print(json.dumps(summary))
     return 0
@@ -127,12 +144,12 @@ def _run(args: argparse.Namespace) -> int:
         return _tune(args)
     if args.command == "run" and args.resume is not None:
         return _resume(args)
-    from fuss_ray.config import load_config
+    from fuss_ray.config import load_config, resolve_path
 
     if args.config is None:
         raise UserError("a config file is required (or --resume DIR)")
     config = load_config(args.config, _with_address(args))
-    out = getattr(args, "out", None) or Path("runs") / config.name
+    out = resolve_path(getattr(args, "out", None) or Path("runs") / config.name, Path.cwd())
     if out.exists() and not out.is_dir():
         raise UserError(f"--out: {out} exists and is not a folder")
     show = not args.quiet
@@ -183,25 +200,31 @@ def _with_address(args: argparse.Namespace) -> list[str]:
 
 
 def _resume(args: argparse.Namespace) -> int:
-    from fuss_ray.config import apply_override, load_config, validate_config
+    from fuss_ray.config import (
+        apply_override,
+        load_config,
+        resolve_path,
+        resolve_paths,
+        validate_config,
+    )
     from fuss_ray.federation.checkpoint import latest_checkpoint
     from fuss_ray.simulation import run_simulation
 
-    out: Path = args.resume
-    if args.out is not None and args.out != out:
+    out = resolve_path(args.resume, Path.cwd())
+    if args.out is not None and resolve_path(args.out, Path.cwd()) != out:
         raise UserError("--out and --resume name different folders; give only --resume DIR")
     if not out.is_dir():
-        raise UserError(f"--resume {out}: no such run folder")
+        raise UserError(f"--resume {args.resume}: no such run folder")
     if args.config is not None:
         config = load_config(args.config, _with_address(args))
     else:
         ckpt = latest_checkpoint(out / "checkpoints")
         if ckpt is None:
-            raise UserError(f"--resume {out}: no checkpoint there to resume from")
+            raise UserError(f"--resume {args.resume}: no checkpoint there to resume from")
         tree = ckpt.meta["config"]
         for item in _with_address(args):
             apply_override(tree, item)
-        config = validate_config(tree, f"{ckpt.path / 'meta.json'}")
+        config = resolve_paths(validate_config(tree, f"{ckpt.path / 'meta.json'}"))
     summary = run_simulation(config, out, show_progress=not args.quiet, resume=True)
     _print_result(summary, out)
     return 0

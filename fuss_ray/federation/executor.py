@@ -180,6 +180,36 @@ def connect_ray(fed: FederationConfig) -> None:
         )
 
 
+def actor_paths(spec: HostSpec, via_object_store: bool) -> dict[str, str]:
+    """The driver's paths that actors open themselves, by the config key that set them."""
+    if spec.generated is not None:
+        return {}
+    from fuss_ray.features.cache import read_meta
+
+    paths: dict[str, str] = {}
+    if not via_object_store:
+        paths["features.cache_dir"] = spec.store_path
+    if spec.restore_dir is not None:  # actors write their clients' checkpoint files there
+        paths["--out"] = str(Path(spec.restore_dir).parent)
+    if read_meta(Path(spec.store_path)).get("mode") == "online":
+        data, feats = spec.config["data"], spec.config["features"]
+        if data.get("root"):
+            paths["data.root"] = str(data["root"])
+        weights = feats.get("weights")
+        if weights and not str(weights).startswith("package:"):
+            paths["features.weights"] = str(weights)
+    return paths
+
+
+def check_shared(paths: dict[str, str]) -> None:
+    """Refuse, in one line, a path that some node of the cluster cannot see."""
+    from fuss_ray.federation.nodes import first_unshared, probe_nodes
+
+    problem = first_unshared(paths, probe_nodes(paths)) if paths else None
+    if problem is not None:
+        raise UserError(problem)
+
+
 OBJECT_STORE_AUTO_BYTES = 2**30
 
 
@@ -248,6 +278,12 @@ class RayExecutor(Executor):
         threads = max(1, math.floor(fed.num_cpus)) if fed.num_cpus >= 1 else 1
         self.fed = fed
         self.total_samples = sum(len(v) for v in spec.clients.values())
+        cache_bytes = _store_bytes(spec) if spec.generated is None else 0
+        # An online-mode descriptor has no shards: actors read the images themselves.
+        via_object_store = cache_bytes > 0 and use_object_store(fed, cache_bytes)
+        alive = [n for n in ray.nodes() if n.get("Alive")]  # type: ignore[no-untyped-call]
+        if len(alive) > 1:
+            check_shared(actor_paths(spec, via_object_store))
         self.own_pg: Any = None
         bundle = actor_bundle(fed)
         if group_pg is None and bundle:
@@ -260,9 +296,7 @@ class RayExecutor(Executor):
                     f"the cluster could not place {len(groups)} actors x {bundle} "
                     f"({fed.placement}) within 300 s"
                 )
-        cache_bytes = _store_bytes(spec) if spec.generated is None else 0
-        # An online-mode descriptor has no shards: actors read the images themselves.
-        if cache_bytes > 0 and use_object_store(fed, cache_bytes):
+        if via_object_store:
             from fuss_ray.features.cache import FeatureStore
 
             store = FeatureStore.open(Path(spec.store_path))

@@ -18,10 +18,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
-from fuss_ray.config import RunConfig
+from fuss_ray.config import DEFAULT_TRACKING_URI, RunConfig
 from fuss_ray.errors import UserError
 
-DEFAULT_URI = "sqlite:///mlflow.db"
+DEFAULT_URI = DEFAULT_TRACKING_URI
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:

@@ -8,15 +8,28 @@ actors are placed into those bundles, so concurrent trials can never starve each
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from fuss_ray.config import RunConfig, apply_override, load_config, validate_config
-from fuss_ray.errors import UserError
+from fuss_ray.config import (
+    RunConfig,
+    absolute_uri,
+    apply_override,
+    load_config,
+    resolve_path,
+    resolve_paths,
+    validate_config,
+)
+from fuss_ray.errors import SimulationError, UserError
 from fuss_ray.io import atomic_path, write_json
 from fuss_ray.tuning.space import DefineByRun, ParamSpec, example_values, order_space
 
@@ -53,6 +66,9 @@ class SearchSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     base: dict[str, Any]
     search: SearchSettings
+    base_dir: Path = Field(
+        default_factory=Path.cwd, description="what relative paths were resolved against"
+    )
 
 
 def _error_line(err: ValidationError, source: str) -> str:
@@ -61,8 +77,22 @@ def _error_line(err: ValidationError, source: str) -> str:
     return f"{source}: {loc}: {first['msg'].removeprefix('Value error, ')}"
 
 
-def load_search(path: Path, overrides: list[str] | None = None) -> SearchSpec:
-    """Read a search file; `base` may name a run config file relative to it."""
+SEARCH_PREFIX = "search."
+
+
+def load_search(
+    path: Path, overrides: list[str] | None = None, base_dir: Path | None = None
+) -> SearchSpec:
+    """Read a search file, apply overrides, and resolve every path in it.
+
+    `base` may name a run config file, relative to the search file. `--set` overrides
+    whose key starts with `search.` change the search file's own settings; every other
+    key changes the base run config. Paths (the base's cache, data and tracking store, the
+    search's storage and output folder) are then resolved against `base_dir`, the
+    directory the command was run from, so that trials, which Ray Tune runs in folders of
+    their own, see the same files.
+    """
+    base_dir = (base_dir or Path.cwd()).resolve()
     if not path.is_file():
         raise UserError(f"{path}: search file not found")
     try:
@@ -71,33 +101,53 @@ def load_search(path: Path, overrides: list[str] | None = None) -> SearchSpec:
         raise UserError(f"{path}: not valid YAML") from None
     if not isinstance(raw, dict) or "search" not in raw:
         raise UserError(f"{path}: expected a 'search' section (and optionally 'base')")
+    unknown = sorted(set(raw) - {"base", "overrides", "search"})
+    if unknown:
+        raise UserError(f"{path}: unknown key '{unknown[0]}' (expected base, overrides, search)")
     base = raw.get("base", {})
     if isinstance(base, str):
-        base_path = (path.parent / base).resolve()
-        base = load_config(base_path).to_dict()
+        base = load_config(path.parent / base, base=base_dir).to_dict()
+    if not isinstance(base, dict) or not isinstance(raw["search"], dict):
+        raise UserError(f"{path}: 'base' must be a file name or a mapping, 'search' a mapping")
     tree = {"base": base, "search": raw["search"]}
-    for key, value in (raw.get("overrides") or {}).items():
+    file_overrides = raw.get("overrides") or {}
+    if not isinstance(file_overrides, dict):
+        raise UserError(f"{path}: overrides: expected a mapping of dotted keys to values")
+    for key, value in file_overrides.items():
         apply_override(tree["base"], f"{key}={json.dumps(value)}")
     for item in overrides or []:
-        apply_override(tree["base"], item)
+        if item.startswith(SEARCH_PREFIX):
+            apply_override(tree, item)
+        else:
+            apply_override(tree["base"], item)
     try:
         spec = SearchSpec.model_validate(tree)
     except ValidationError as err:
         raise UserError(_error_line(err, str(path))) from None
-    validate_config(spec.base, f"{path}: base")
+    resolved = resolve_paths(validate_config(spec.base, f"{path}: base"), base_dir)
+    spec.base = resolved.to_dict()
+    spec.search.storage = absolute_uri(spec.search.storage, base_dir)
+    spec.search.out_dir = resolve_path(spec.search.out_dir, base_dir)
+    spec.base_dir = base_dir
     for values in example_values(spec.search.space):
-        trial_config(spec.base, values, source=f"{path}: search.space")
+        trial_config(spec.base, values, base_dir, source=f"{path}: search.space")
     return spec
 
 
-def trial_config(base: dict[str, Any], values: dict[str, Any], source: str = "trial") -> RunConfig:
-    """The run config of one trial: base plus the sampled values at their dotted keys."""
+def trial_config(
+    base: dict[str, Any], values: dict[str, Any], base_dir: Path, source: str = "trial"
+) -> RunConfig:
+    """The run config of one trial: base plus the sampled values at their dotted keys.
+
+    A searched value that is a path (a trace file, say) is resolved like the base's paths,
+    against the directory the search was started from, not the trial's own folder.
+    """
     tree = json.loads(json.dumps(base))
     for key, value in values.items():
         if key.startswith("_"):
             continue
         apply_override(tree, f"{key}={json.dumps(value)}")
-    return validate_config(tree, source)
+    return resolve_paths(validate_config(tree, source), base_dir)
 
 
 def trial_bundles(config: RunConfig, server_cpus: float) -> list[dict[str, float]]:
@@ -117,7 +167,7 @@ def _trainable(params: dict[str, Any]) -> None:
     """One trial: a full simulation that reports after every round."""
     from ray import tune
 
-    config = trial_config(params["_base"], params)
+    config = trial_config(params["_base"], params, Path(params["_base_dir"]))
     trial_id = tune.get_context().get_trial_id()
     out = Path(params["_out_dir"]) / "trials" / str(trial_id)
 
@@ -140,6 +190,11 @@ def _trainable(params: dict[str, Any]) -> None:
         parent_run_id=params["_parent_run_id"],
         run_name=f"{config.federation.strategy['name']} trial {trial_id}",
     )
+
+
+def _trial_dirname(trial: Any) -> str:
+    """A trial's folder is its id: Tune's default spells out the whole base config."""
+    return str(trial.trial_id)
 
 
 def _parent_run(spec: SearchSpec, out: Path, resume: bool) -> str | None:
@@ -166,10 +221,47 @@ def _parent_run(spec: SearchSpec, out: Path, resume: bool) -> str | None:
     return tracker.run_id
 
 
+class _TrialErrorsFilter(logging.Filter):
+    """Drops Tune's per-trial tracebacks; the search reports the first failure in one line."""
+
+    PREFIXES = ("Trial task failed", "Trials did not complete", "The TensorboardX logger")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.PREFIXES)
+
+
+@contextmanager
+def _quiet_tune(verbose: bool) -> Iterator[None]:
+    """Without `verbose`: no Tune progress tables and no traceback per failed trial."""
+    if verbose:
+        yield
+        return
+    names = ("ray.tune.tune", "ray.tune.execution.tune_controller", "ray.tune.utils.callback")
+    loggers = [logging.getLogger(n) for n in names]
+    quiet = _TrialErrorsFilter()
+    previous = os.environ.get("RAY_AIR_NEW_OUTPUT")
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # the legacy reporter honours verbose=0
+    for lg in loggers:
+        lg.addFilter(quiet)
+    try:
+        yield
+    finally:
+        for lg in loggers:
+            lg.removeFilter(quiet)
+        if previous is None:
+            os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
+        else:
+            os.environ["RAY_AIR_NEW_OUTPUT"] = previous
+
+
 def run_search(
-    spec: SearchSpec, resume: bool = False, address: str | None = None
+    spec: SearchSpec, resume: bool = False, address: str | None = None, verbose: bool = False
 ) -> dict[str, Any]:
-    """Run (or resume) the search; write the best trial's config as a ready-to-run YAML."""
+    """Run (or resume) the search; write the best trial's config as a ready-to-run YAML.
+
+    With `verbose`, Ray Tune's own progress output and every failed trial's traceback are
+    shown; otherwise a failure is reported once, in one line (see `failure_line`).
+    """
     import optuna
     import ray
     from ray import tune
@@ -177,7 +269,9 @@ def run_search(
     from ray.tune.search.optuna import OptunaSearch
 
     settings = spec.search
-    out = settings.out_dir.resolve() / settings.name
+    if not verbose:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    out = settings.out_dir / settings.name
     tune_dir = out / "tune"
     if resume and not (tune_dir / settings.name).is_dir():
         raise UserError(f"--resume: no search to resume at {tune_dir / settings.name}")
@@ -198,7 +292,8 @@ def run_search(
     rounds = validate_config(spec.base).train.rounds
 
     def resources(params: dict[str, Any]) -> tune.PlacementGroupFactory:
-        bundles = trial_bundles(trial_config(params["_base"], params), settings.trial_cpus)
+        config = trial_config(params["_base"], params, spec.base_dir)
+        bundles = trial_bundles(config, settings.trial_cpus)
         return tune.PlacementGroupFactory(bundles, strategy="PACK")
 
     trainable = tune.with_resources(_trainable, resources)
@@ -226,26 +321,37 @@ def run_search(
             )
         tuner = tune.Tuner(
             trainable,
-            param_space={"_base": spec.base, "_out_dir": str(out), "_parent_run_id": parent},
+            param_space={
+                "_base": spec.base,
+                "_base_dir": str(spec.base_dir),
+                "_out_dir": str(out),
+                "_parent_run_id": parent,
+            },
             tune_config=tune.TuneConfig(
                 search_alg=tune.search.ConcurrencyLimiter(searcher, settings.max_concurrent),
                 scheduler=scheduler,
                 metric=settings.metric,
                 mode="max",
                 num_samples=settings.num_samples,
+                trial_dirname_creator=_trial_dirname,
             ),
             run_config=tune.RunConfig(name=settings.name, storage_path=str(tune_dir), verbose=0),
         )
-    results = tuner.fit()
-    if results.num_errors == len(results):
-        raise UserError(
-            f"search: all {len(results)} trials failed; their errors are under "
-            f"{tune_dir / settings.name}"
+    with _quiet_tune(verbose):
+        results = tuner.fit()
+    failed = failure_line(results, spec.base)
+    if failed is not None and results.num_errors == len(results):
+        raise SimulationError(f"search: all {len(results)} trials failed; {failed}")
+    if failed is not None:
+        print(
+            f"fuss-ray: warning: search: {results.num_errors} of {len(results)} trials "
+            f"failed; {failed}",
+            file=sys.stderr,
         )
     best = results.get_best_result(metric=settings.metric, mode="max", scope="all")
     best_metrics = best.metrics or {}
     chosen = {k: v for k, v in (best.config or {}).items() if not k.startswith("_")}
-    best_cfg = trial_config(spec.base, chosen)
+    best_cfg = trial_config(spec.base, chosen, spec.base_dir)
     best_path = out / "best_config.yaml"
     with atomic_path(best_path) as tmp:
         tmp.write_text(
@@ -264,6 +370,46 @@ def run_search(
     write_json(out / "search_summary.json", summary)
     _close_parent(spec, parent, best_metrics.get(settings.metric), best_path)
     return summary
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    """The user's exception inside Ray's wrappers (RayTaskError keeps it as `cause`)."""
+    seen = 0
+    while getattr(error, "cause", None) is not None and seen < 10:
+        error = error.cause  # type: ignore[attr-defined]
+        seen += 1
+    return error
+
+
+def failure_line(results: Any, base: dict[str, Any]) -> str | None:
+    """The first failed trial in one line: its cause, its searched values, its logs.
+
+    Tune keeps every trial's traceback in `error.txt` in the trial's folder; the console
+    gets the cause and where to look, not one traceback per trial.
+    """
+    failed = [r for r in results if r.error is not None]  # in the order trials started
+    if not failed:
+        return None
+    first = failed[0]
+    cause = _root_cause(first.error)
+    message = (str(cause).strip().splitlines() or [""])[0][:300]
+    values = {k: v for k, v in (first.config or {}).items() if not k.startswith("_")}
+    differ = ", ".join(f"{k}={v!r}" for k, v in sorted(values.items()) if _lookup(base, k) != v)
+    logs = Path(first.path) / "error.txt"
+    where = logs if logs.is_file() else Path(first.path)
+    return (
+        f"the first: {type(cause).__name__}: {message}"
+        f"{f' (trial values: {differ})' if differ else ''}; full log: {where}"
+    )
+
+
+def _lookup(tree: dict[str, Any], dotted: str) -> Any:
+    node: Any = tree
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
 
 
 def _close_parent(

@@ -74,10 +74,50 @@ def _search_file(tmp_path: Path, cache_dir: Path, uri: str | None = None, **sear
 def test_conditional_params_and_bundles(cache_dir: Path, tmp_path: Path) -> None:
     spec = load_search(_search_file(tmp_path, cache_dir))
     cfg = trial_config(
-        spec.base, {"federation.strategy.name": "fedprox", "federation.strategy.mu": 0.01}
+        spec.base,
+        {"federation.strategy.name": "fedprox", "federation.strategy.mu": 0.01},
+        spec.base_dir,
     )
     assert cfg.federation.strategy == {"name": "fedprox", "mu": 0.01}
     assert trial_bundles(cfg, 0.5) == [{"CPU": 0.5}, {"CPU": 0.5}]
+
+
+def test_set_reaches_the_search_or_the_base_by_prefix(cache_dir: Path, tmp_path: Path) -> None:
+    spec = load_search(
+        _search_file(tmp_path, cache_dir),
+        ["search.num_samples=5", "search.scheduler.grace_period=2", "train.rounds=3"],
+    )
+    assert spec.search.num_samples == 5 and spec.search.scheduler.grace_period == 2
+    assert spec.base["train"]["rounds"] == 3
+    with pytest.raises(UserError, match=r"search\.bogus") as err:
+        load_search(_search_file(tmp_path, cache_dir), ["search.bogus=1"])
+    assert "\n" not in str(err.value)
+    with pytest.raises(UserError, match=r"unknown key 'train\.roundz'"):
+        load_search(_search_file(tmp_path, cache_dir), ["train.roundz=1"])
+
+
+def test_relative_paths_of_a_search_resolve_where_the_command_runs(
+    cache_dir: Path, tmp_path: Path
+) -> None:
+    """Trials run in their own folders, so they must only ever see absolute paths."""
+    path = _search_file(tmp_path, cache_dir)
+    doc = yaml.safe_load(path.read_text())
+    doc["base"]["features"]["cache_dir"] = "cache"
+    doc["base"]["tracking"]["uri"] = "sqlite:///runs/mlflow.db"
+    doc["search"].update({"storage": "sqlite:///optuna.db", "out_dir": "runs/search"})
+    doc["search"]["space"]["systems.speed_trace"] = {
+        "type": "categorical",
+        "choices": ["slow.json", "fast.json"],
+    }
+    path.write_text(yaml.safe_dump(doc))
+    where = tmp_path / "cwd"
+    spec = load_search(path, base_dir=where)
+    assert spec.base["features"]["cache_dir"] == str(where / "cache")
+    assert spec.base["tracking"]["uri"] == f"sqlite:///{where}/runs/mlflow.db"
+    assert spec.search.storage == f"sqlite:///{where}/optuna.db"
+    assert spec.search.out_dir == where / "runs" / "search"
+    trial = trial_config(spec.base, {"systems.speed_trace": "slow.json"}, spec.base_dir)
+    assert trial.systems.speed_trace == where / "slow.json"
 
 
 @pytest.mark.parametrize(
@@ -108,6 +148,36 @@ def test_bad_search_space_is_one_line(
     with pytest.raises(UserError) as err:
         load_search(_search_file(tmp_path, cache_dir, space=space))
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.ray
+def test_failed_trials_are_reported_in_one_line(
+    cache_dir: Path,
+    tmp_path: Path,
+    ray_session: None,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each trial fails at its first round (a trace file that is not there): the console
+    gets the first failure's cause, its searched values and its log, and no traceback."""
+    from fuss_ray.cli.main import main
+
+    path = _search_file(tmp_path, cache_dir, num_samples=2)
+    argv = ["tune", str(path), "--set", "systems.enabled=true"]
+    argv += ["--set", f"systems.speed_trace={tmp_path / 'absent.json'}", "--set", "tracking=off"]
+    assert main(argv) == 1
+    captured = capfd.readouterr()
+    lines = (captured.out + captured.err).strip().splitlines()
+    assert "Traceback" not in captured.out + captured.err
+    assert not [r for r in caplog.records if r.exc_info or "Trial" in r.getMessage()]
+    last = lines[-1]
+    assert last.startswith(
+        "fuss-ray: failed: search: all 2 trials failed; the first: UserError: "
+        f"systems.speed_trace: {tmp_path / 'absent.json'} does not exist (trial values: "
+    ), last
+    assert "federation.strategy.name=" in last and "partition.alpha=" in last
+    log = Path(last.rsplit("full log: ", 1)[1])
+    assert log.name == "error.txt" and "does not exist" in log.read_text()
 
 
 @dataclass
