@@ -398,9 +398,9 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
 
 def resolve_path(path: Path, base: Path) -> Path:
-    """`~` expanded, and a relative path made absolute against `base`."""
+    """`~` expanded, and a relative path made absolute against `base` (`..` folded)."""
     path = path.expanduser()
-    return path if path.is_absolute() else base / path
+    return path if path.is_absolute() else Path(os.path.abspath(base / path))
 
 
 def absolute_uri(uri: str, base: Path) -> str:

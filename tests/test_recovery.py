@@ -108,6 +108,30 @@ def test_resume_refuses_another_config(cache_dir: Path, tmp_path: Path) -> None:
     assert summary["resumed_from_round"] == 1
 
 
+def test_resume_through_another_relative_path(
+    cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Started from one folder with relative paths, resumed from another: same files."""
+    cfg_path = tmp_path / "a" / "run.yaml"
+    cfg_path.parent.mkdir()
+    tree = _cfg(cache_dir)
+    tree["features"]["cache_dir"] = os.path.relpath(cache_dir, cfg_path.parent)
+    cfg_path.write_text(yaml.safe_dump(tree))
+    monkeypatch.chdir(tmp_path / "a")
+    from fuss_ray.config import load_config
+
+    cfg = load_config(Path("run.yaml"))
+    assert cfg.features.cache_dir == cache_dir  # resolved where the command ran
+    with pytest.raises(Stop):
+        run_simulation(cfg, Path("out").resolve(), show_progress=False, on_round=_stop_at(1))
+    (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path / "b")
+    assert main(["run", "--resume", "../a/out", "--quiet"]) == 0
+    summary = json.loads((tmp_path / "a" / "out" / "summary.json").read_text())
+    assert summary["resumed_from_round"] == 1 and len(summary["rounds"]) == 3
+    assert not (tmp_path / "b" / ".fuss_cache").exists()  # no cache built in the new cwd
+
+
 def test_resume_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "--resume", str(tmp_path / "nowhere")]) == 2
     assert main(["run", "--resume", str(tmp_path)]) == 2
