@@ -20,5 +20,7 @@ def moon_loss(
     pos = F.cosine_similarity(local, global_.detach(), dim=1) / tau
     neg = F.cosine_similarity(local, previous.detach(), dim=1) / tau
     logits = torch.stack([pos, neg], dim=1)
-    target = torch.zeros(local.shape[0], dtype=torch.long)
+    # The positive (the global model) is class 0; made where the logits are, so that the
+    # loss runs on a GPU as on the CPU.
+    target = torch.zeros(local.shape[0], dtype=torch.long, device=logits.device)
     return F.cross_entropy(logits, target)

@@ -11,7 +11,5 @@ def proximal_term(
     params: Iterable[torch.Tensor], anchors: Iterable[torch.Tensor], mu: float
 ) -> torch.Tensor:
     """(mu / 2) * sum ||theta - theta_global||^2."""
-    total = torch.zeros(())
-    for p, a in zip(params, anchors, strict=True):
-        total = total + (p - a.detach()).pow(2).sum()
-    return 0.5 * mu * total
+    terms = [(p - a.detach()).pow(2).sum() for p, a in zip(params, anchors, strict=True)]
+    return 0.5 * mu * torch.stack(terms).sum()

@@ -33,23 +33,25 @@ def evaluate_state(
 
     load_model_state(model, state)
     model.eval()
+    device = model.centroids.device  # features go where the model is; predictions come back
     acc = ConfusionAccumulator(num_classes, model.centroids.shape[0])
     side = int(store.meta["label_size"])
     n = len(store)
     for start in range(0, n, batch_size):
         idx = np.arange(start, min(n, start + batch_size))
-        code = model.code(torch.from_numpy(store.gather(idx)), size=side)
+        code = model.code(torch.from_numpy(store.gather(idx)).to(device), size=side)
         if flip:
-            mirrored = model.code(torch.from_numpy(store.gather_flipped(idx)), size=side)
-            code = (code + mirrored.flip(-1)) / 2
+            flipped = torch.from_numpy(store.gather_flipped(idx)).to(device)
+            code = (code + model.code(flipped, size=side).flip(-1)) / 2
         scores = model.similarity(code)
         if crf_iterations is None:
-            pred = scores.argmax(dim=1).numpy()
+            pred = scores.argmax(dim=1).cpu().numpy()
         else:
             images = store.gather_images(idx)
+            probs = scores.cpu().numpy()
             pred = np.stack(
                 [
-                    dense_crf(images[j], scores[j].numpy(), crf_iterations).argmax(axis=0)
+                    dense_crf(images[j], probs[j], crf_iterations).argmax(axis=0)
                     for j in range(len(idx))
                 ]
             )

@@ -84,8 +84,10 @@ def _overlays(path: Path, config: RunConfig, server: Server, prepared: Prepared)
     load_model_state(server.model, state)
     side = int(store.meta["label_size"])
     idx = np.arange(n)
+    device = server.model.centroids.device
     with torch.no_grad():
-        pred = server.model.predict(torch.from_numpy(store.gather(idx)), size=side).numpy()
+        features = torch.from_numpy(store.gather(idx)).to(device)
+        pred = server.model.predict(features, size=side).cpu().numpy()
     images = [resize_center_crop(evaluation.image(i), side) for i in range(n)]
     truths = [store.label(i) for i in range(n)]
     overlay_grid(images, truths, [lookup[p] for p in pred], path)
