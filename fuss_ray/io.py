@@ -48,6 +48,18 @@ def atomic_dir(path: Path) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def sweep_temporaries(folder: Path) -> list[Path]:
+    """Delete what `atomic_path` left under temporary names when a writer was killed.
+
+    Only for folders one process owns at a time (a run's output folder): a temporary file
+    there is a dead writer's, never a live one's.
+    """
+    swept = [p for p in folder.glob(".*.tmp") if p.is_file()]
+    for path in swept:
+        path.unlink(missing_ok=True)
+    return swept
+
+
 def write_json(path: Path, payload: Any) -> None:
     """Write JSON atomically."""
     with atomic_path(path) as tmp:

@@ -27,7 +27,7 @@ from fuss_ray.federation.executor import Executor, RayExecutor, SequentialExecut
 from fuss_ray.federation.memory import check_memory, estimate_memory, host_count, memory_limit
 from fuss_ray.federation.server import Server, clients_per_round, state_bytes
 from fuss_ray.federation.strategies import Strategy, build_strategy
-from fuss_ray.io import write_json
+from fuss_ray.io import sweep_temporaries, write_json
 from fuss_ray.metrics.evaluate import evaluate_state, evaluate_variants
 from fuss_ray.metrics.segmentation import random_assignment_scores
 from fuss_ray.models.head import ModelState, model_state
@@ -226,6 +226,8 @@ def run_simulation(
     )
     if strategy.pooled:
         config = pooled_config(config)
+    if out_dir.is_dir():
+        sweep_temporaries(out_dir)  # left by a run of this folder that was killed mid-write
     write_manifest(
         out_dir / "partition.parquet", prepared.partition, prepared.image_ids, prepared.histograms
     )

@@ -237,6 +237,53 @@ def test_sigkill_mid_round_then_resume_on_ray(
     assert resumed["mlflow_run_id"] in steps
 
 
+@pytest.mark.slow
+def test_sigkill_of_a_run_with_its_own_ray_leaves_nothing_behind(
+    cache_dir: Path, tmp_path: Path, reference: tuple[Path, Any]
+) -> None:
+    """No RAY_ADDRESS: the run starts its own local Ray. Only the driver is SIGKILLed (as
+    `kill -9 PID` or the OOM killer would); Ray's agents outlive it. `--resume` must give
+    the uninterrupted result, and no process of the killed run may be alive afterwards."""
+    import psutil
+
+    tree = _ray_cfg(cache_dir, f"sqlite:///{tmp_path / 'mlflow.db'}")
+    cfg_path = tmp_path / "run.yaml"
+    cfg_path.write_text(yaml.safe_dump(tree))
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    cmd = [sys.executable, "-m", "fuss_ray.cli.main", "run", str(cfg_path), "--out", str(out)]
+    proc = subprocess.Popen(
+        [*cmd, "--quiet"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    latest = out / "checkpoints" / "LATEST"
+    deadline = time.time() + 300
+    while not latest.exists():
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        assert time.time() < deadline, "no checkpoint of round 1 within 300 s"
+        time.sleep(0.05)
+    time.sleep(0.3)  # round 2 is under way
+    killed_tree = psutil.Process(proc.pid).children(recursive=True)
+    assert any("raylet" in p.name() for p in killed_tree)  # its own Ray, not the session's
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+    done = subprocess.run(
+        [sys.executable, "-m", "fuss_ray.cli.main", "run", "--resume", str(out), "--quiet"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    resumed = json.loads((out / "summary.json").read_text())
+    assert resumed["resumed_from_round"] == 1
+    _matches(out, resumed, reference)
+    deadline = time.time() + 10
+    while (alive := [p for p in killed_tree if p.is_running()]) and time.time() < deadline:
+        time.sleep(0.5)
+    assert not [(p.pid, p.name()) for p in alive if p.status() != psutil.STATUS_ZOMBIE]
+
+
 @pytest.mark.ray
 def test_killed_actor_is_restarted_and_its_clients_retrained(
     cache_dir: Path,

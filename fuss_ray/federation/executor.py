@@ -168,16 +168,15 @@ def connect_ray(fed: FederationConfig) -> None:
     """
     import os
 
-    import ray
+    from fuss_ray.federation.local_ray import init_ray
 
-    if not ray.is_initialized():
-        ray.init(
-            address=fed.ray_address or os.environ.get("RAY_ADDRESS") or "local",
-            include_dashboard=False,
-            logging_level=logging.ERROR,
-            log_to_driver=False,
-            configure_logging=False,
-        )
+    init_ray(
+        fed.ray_address or os.environ.get("RAY_ADDRESS"),
+        include_dashboard=False,
+        logging_level=logging.ERROR,
+        log_to_driver=False,
+        configure_logging=False,
+    )
 
 
 def actor_paths(spec: HostSpec, via_object_store: bool) -> dict[str, str]:
@@ -335,6 +334,9 @@ class RayExecutor(Executor):
             for c in group:
                 self.owner[c] = a
         ray.get([actor.ready.remote() for actor in self.actors])
+        from fuss_ray.federation.local_ray import record_local_ray
+
+        record_local_ray()  # Ray's agents are all up by now
 
     def placement(self) -> list[dict[str, Any]]:
         """Per actor: the node it runs on and how many clients it hosts."""

@@ -53,10 +53,22 @@ class SearchSettings(BaseModel):
     trial_cpus: float = Field(0.5, gt=0.0, le=1024.0, description="the trial's own server")
     scheduler: SchedulerSpec = SchedulerSpec()
     space: dict[str, ParamSpec]
+    points_to_evaluate: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="known settings tried first, in order (the paper's, a colleague's best); "
+        "each names searched keys only, and counts towards num_samples",
+    )
 
     @model_validator(mode="after")
     def _order(self) -> SearchSettings:
         self.__dict__["space"] = order_space(self.space)
+        for i, point in enumerate(self.points_to_evaluate):
+            unknown = sorted(set(point) - set(self.space))
+            if unknown:
+                raise ValueError(
+                    f"search.points_to_evaluate[{i}] sets '{unknown[0]}', which is not a "
+                    "searched parameter"
+                )
         return self
 
 
@@ -131,6 +143,8 @@ def load_search(
     spec.base_dir = base_dir
     for values in example_values(spec.search.space):
         trial_config(spec.base, values, base_dir, source=f"{path}: search.space")
+    for i, point in enumerate(spec.search.points_to_evaluate):
+        trial_config(spec.base, point, base_dir, f"{path}: search.points_to_evaluate[{i}]")
     return spec
 
 
@@ -224,7 +238,12 @@ def _parent_run(spec: SearchSpec, out: Path, resume: bool) -> str | None:
 class _TrialErrorsFilter(logging.Filter):
     """Drops Tune's per-trial tracebacks; the search reports the first failure in one line."""
 
-    PREFIXES = ("Trial task failed", "Trials did not complete", "The TensorboardX logger")
+    PREFIXES = (
+        "Trial task failed",
+        "Trials did not complete",
+        "The TensorboardX logger",
+        "Failed to fetch metrics",  # a resumed search's trial that never reported
+    )
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith(self.PREFIXES)
@@ -236,7 +255,12 @@ def _quiet_tune(verbose: bool) -> Iterator[None]:
     if verbose:
         yield
         return
-    names = ("ray.tune.tune", "ray.tune.execution.tune_controller", "ray.tune.utils.callback")
+    names = (
+        "ray.tune.tune",
+        "ray.tune.execution.tune_controller",
+        "ray.tune.utils.callback",
+        "ray.tune.analysis.experiment_analysis",
+    )
     loggers = [logging.getLogger(n) for n in names]
     quiet = _TrialErrorsFilter()
     previous = os.environ.get("RAY_AIR_NEW_OUTPUT")
@@ -263,7 +287,6 @@ def run_search(
     shown; otherwise a failure is reported once, in one line (see `failure_line`).
     """
     import optuna
-    import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
@@ -281,13 +304,9 @@ def run_search(
             "use --resume to continue it or choose another name"
         )
     out.mkdir(parents=True, exist_ok=True)
-    if not ray.is_initialized():
-        ray.init(
-            address=address or "local",  # never a stray cluster found on this machine
-            include_dashboard=False,
-            log_to_driver=False,
-            configure_logging=False,
-        )
+    from fuss_ray.federation.local_ray import init_ray
+
+    init_ray(address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     parent = _parent_run(spec, out, resume)
     rounds = validate_config(spec.base).train.rounds
 
@@ -310,6 +329,7 @@ def run_search(
             sampler=optuna.samplers.TPESampler(seed=settings.seed),
             study_name=settings.name,
             storage=storage,
+            points_to_evaluate=[dict(p) for p in settings.points_to_evaluate] or None,
         )
         scheduler = None
         if settings.scheduler.kind == "asha":
@@ -363,6 +383,8 @@ def run_search(
         "name": settings.name,
         "trials": len(results),
         "errored": results.num_errors,
+        "stopped_early": sum(1 for t in trial_rows(results, rounds) if t["stopped_early"]),
+        "trial_results": trial_rows(results, rounds),
         "best": {"params": chosen, settings.metric: best_metrics.get(settings.metric)},
         "best_config": str(best_path),
         "parent_run_id": parent,
@@ -370,6 +392,26 @@ def run_search(
     write_json(out / "search_summary.json", summary)
     _close_parent(spec, parent, best_metrics.get(settings.metric), best_path)
     return summary
+
+
+def trial_rows(results: Any, rounds: int) -> list[dict[str, Any]]:
+    """Per trial, in the order they started: its values, how far it ran, its last scores."""
+    rows = []
+    for r in results:
+        metrics = r.metrics or {}
+        ran = int(metrics.get("round", 0))
+        rows.append(
+            {
+                "trial_id": metrics.get("trial_id", Path(r.path).name),
+                "params": {k: v for k, v in (r.config or {}).items() if not k.startswith("_")},
+                "rounds": ran,
+                "miou": metrics.get("miou"),
+                "pixel_acc": metrics.get("pixel_acc"),
+                "stopped_early": r.error is None and ran < rounds,
+                "error": None if r.error is None else type(_root_cause(r.error)).__name__,
+            }
+        )
+    return rows
 
 
 def _root_cause(error: BaseException) -> BaseException:

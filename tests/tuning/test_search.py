@@ -180,6 +180,43 @@ def test_failed_trials_are_reported_in_one_line(
     assert log.name == "error.txt" and "does not exist" in log.read_text()
 
 
+@pytest.mark.ray
+def test_asha_stops_a_clearly_losing_trial_and_optuna_keeps_every_trial(
+    cache_dir: Path, tmp_path: Path, ray_session: None
+) -> None:
+    """One good trial first, then two that can learn nothing (every update rejected).
+
+    With one trial at a time, the losers reach the first rung after the winner, so ASHA
+    (reduction factor 2) must stop them there; Optuna's study must still hold all three.
+    """
+    import optuna
+
+    space = {"federation.max_update_norm": {"type": "categorical", "choices": [1000.0, 1e-9]}}
+    good, bad = {"federation.max_update_norm": 1000.0}, {"federation.max_update_norm": 1e-9}
+    path = _search_file(
+        tmp_path,
+        cache_dir,
+        space=space,
+        points_to_evaluate=[good, bad, bad],
+        num_samples=3,
+        max_concurrent=1,
+        scheduler={"kind": "asha", "grace_period": 1, "reduction_factor": 2},
+    )
+    sets = ["federation.strategy=centralized", "train.local_steps=10", "train.rounds=3"]
+    sets += ["data.num_eval_images=16", "tracking=off"]
+    spec = load_search(path, sets)
+    summary = run_search(spec)
+    assert summary["trials"] == 3 and summary["errored"] == 0
+    assert summary["best"]["params"] == good
+    ran = [(t["params"], t["rounds"], t["stopped_early"]) for t in summary["trial_results"]]
+    assert ran == [(good, 3, False), (bad, 1, True), (bad, 1, True)], ran  # stopped at rung 1
+    assert summary["stopped_early"] == 2
+    study = optuna.load_study(study_name="tiny", storage=spec.search.storage)
+    assert len(study.trials) == 3
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    assert [t.params for t in study.trials] == [good, bad, bad]
+
+
 @dataclass
 class TinySearch:
     summary: dict  # type: ignore[type-arg]
