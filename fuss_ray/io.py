@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -10,6 +11,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -46,6 +49,28 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def exclusive(path: Path, what: str = "it") -> Iterator[None]:
+    """Hold the lock file beside `path` while making `path`; say so when waiting for it.
+
+    For things several processes may need at once and that must be made once (a feature
+    cache, converted weights): the first makes it, the others wait, then find it made.
+    """
+    from filelock import FileLock, Timeout
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path.parent / f".{path.name}.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.warning("%s: another process is making %s; waiting", path, what)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def sweep_temporaries(folder: Path) -> list[Path]:

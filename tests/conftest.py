@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -50,6 +52,14 @@ def tiny_config_dict(cache_dir: Path, **overrides: Any) -> dict[str, Any]:
     return cfg
 
 
+@pytest.fixture(scope="session", autouse=True)
+def cli_logging() -> None:
+    """Warnings reach stderr as the command line shows them, for tests that read them."""
+    from fuss_ray.log import setup_cli_logging
+
+    setup_cli_logging()
+
+
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One feature cache for the whole session, so extraction happens once."""
@@ -79,13 +89,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real MLflow tracking server on loopback (the slim `mlflow ui`, one worker)."""
-    root = tmp_path_factory.mktemp("mlflow_server")
-    port = free_port()
+def start_mlflow_server(root: Path, port: int) -> subprocess.Popen[bytes]:
+    """A real MLflow tracking server on loopback (the slim `mlflow ui`, one worker), ready.
+
+    Its store lives under `root`, so a server started again on the same root and port is
+    the same server, back from a crash.
+    """
+    root.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    log = (root / "server.log").open("w")
+    log = (root / "server.log").open("a")
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -107,6 +119,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         stderr=subprocess.STDOUT,
         env=env,
         cwd=root,
+        start_new_session=True,  # the server and its workers, killable as one group
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
@@ -114,16 +127,31 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         try:
             with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
                 if r.status == 200:
-                    break
+                    return proc
         except OSError:
             pass
         if proc.poll() is not None or time.time() > deadline:
             proc.kill()
             raise RuntimeError((root / "server.log").read_text()[-2000:])
         time.sleep(0.5)
-    yield url
-    proc.terminate()
+
+
+def stop_mlflow_server(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    """Stop the server's whole process group (SIGKILL: as a crash would)."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
     try:
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real MLflow tracking server on loopback, shared by the session."""
+    port = free_port()
+    proc = start_mlflow_server(tmp_path_factory.mktemp("mlflow_server"), port)
+    yield f"http://127.0.0.1:{port}"
+    stop_mlflow_server(proc)

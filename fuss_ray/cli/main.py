@@ -1,4 +1,5 @@
-"""`fuss-ray run | partition | extract`: user errors become one line and exit code 2."""
+"""`fuss-ray run | partition | extract | tune | compare | sync`: user errors become one line and
+exit code 2."""
 
 from __future__ import annotations
 
@@ -77,6 +78,14 @@ def _parser() -> argparse.ArgumentParser:
         help="show Ray Tune's progress tables and every failed trial's traceback",
     )
     tune.add_argument("--address", default=None, help="Ray cluster address (or RAY_ADDRESS)")
+    sync = sub.add_parser(
+        "sync",
+        help="send what a run kept under OUT/mlflow_unsent/ to MLflow, once it is back",
+    )
+    sync.add_argument("out", type=Path, help="the run's output folder")
+    sync.add_argument(
+        "--tracking-uri", default=None, help="default: the store the run was logging to"
+    )
     cmp = sub.add_parser("compare", help="strategies x settings from an MLflow experiment")
     cmp.add_argument("--experiment", required=True, help="MLflow experiment name")
     cmp.add_argument(
@@ -137,9 +146,20 @@ def _tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sync(args: argparse.Namespace) -> int:
+    from fuss_ray.config import absolute_uri
+    from fuss_ray.tracking.sync import sync_unsent
+
+    uri = absolute_uri(args.tracking_uri, Path.cwd()) if args.tracking_uri else None
+    print(sync_unsent(args.out, uri).line())
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.command == "compare":
         return _compare(args)
+    if args.command == "sync":
+        return _sync(args)
     if args.command == "tune":
         return _tune(args)
     if args.command == "run" and args.resume is not None:
@@ -168,9 +188,10 @@ def _run(args: argparse.Namespace) -> int:
         for split, ds in (("train", train), ("eval", evaluation)):
             extras = eval_extras(config) if split == "eval" else {}
             store = ensure_features(config.features, ds, split, show, **extras)
+            how = "cached already" if store.reused else "extracted now"
             print(
                 f"{split}: {len(store)} images, features {store.meta['feature_shape']} "
-                f"at {store.path}"
+                f"at {store.path} ({how})"
             )
         return 0
     if args.command == "partition":
@@ -246,6 +267,9 @@ def _print_result(summary: dict[str, Any], out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `fuss-ray` console script."""
+    from fuss_ray.log import setup_cli_logging
+
+    setup_cli_logging()
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     warnings.filterwarnings("ignore", category=UserWarning, module="timm")
     args = _parser().parse_args(argv)

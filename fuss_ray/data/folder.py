@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sys
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,8 @@ from PIL import Image, UnidentifiedImageError
 
 from fuss_ray.data.base import IGNORE_INDEX, SegmentationDataset, digest
 from fuss_ray.errors import UserError
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -111,10 +113,12 @@ class FolderDataset(SegmentationDataset):
             group = rel.parts[0] if len(rel.parts) > 1 else ""
             entries.append((img, mask, group))
         if self.skipped:
-            print(
-                f"fuss-ray: warning: skipped {len(self.skipped)} unreadable image pair(s) under "
-                f"{root} (first: {self.skipped[0]}); set data.strict: true to stop instead",
-                file=sys.stderr,
+            log.warning(
+                "skipped %d unreadable image pair(s) under %s (first: %s); set data.strict: "
+                "true to stop instead",
+                len(self.skipped),
+                root,
+                self.skipped[0],
             )
         if not entries:
             raise UserError(f"{images_dir}: no readable images found")

@@ -19,7 +19,7 @@ from torch import nn
 
 from fuss_ray.config import FeatureConfig
 from fuss_ray.errors import UserError
-from fuss_ray.io import atomic_path
+from fuss_ray.io import atomic_path, exclusive
 
 PACKAGED_LITE0 = "package:efficientnet-lite0"
 
@@ -223,10 +223,12 @@ def resolve_weights(cfg: FeatureConfig) -> ResolvedWeights:
                 f"'tf_efficientnet_lite0', not '{cfg.backbone}'"
             )
         source = _lite0_package_file()
-        target = cfg.cache_dir / "weights" / f"tf_efficientnet_lite0-{_sha256(source)[:12]}.pth"
-        if not target.is_file():
-            convert_lite0_weights(source, target)
-        return ResolvedWeights(target, _sha256(target))
+        digest = _sha256(source)  # of the source: a converted file's bytes vary per save
+        target = cfg.cache_dir / "weights" / f"tf_efficientnet_lite0-{digest[:12]}.pth"
+        with exclusive(target, "these converted weights"):
+            if not target.is_file():
+                convert_lite0_weights(source, target)
+        return ResolvedWeights(target, digest)
     if cfg.weights is None:
         return ResolvedWeights(None, f"hub:{cfg.backbone}")
     path = Path(cfg.weights).expanduser()
@@ -237,8 +239,9 @@ def resolve_weights(cfg: FeatureConfig) -> ResolvedWeights:
         digest = _sha256(path)
         name = f"{cfg.backbone}-{digest[:12]}-{cfg.input_size}px.pth"
         target = cfg.cache_dir / "weights" / name
-        if not target.is_file():
-            convert_vit_weights(path, target, cfg.backbone, cfg.input_size)
+        with exclusive(target, "these converted weights"):
+            if not target.is_file():
+                convert_vit_weights(path, target, cfg.backbone, cfg.input_size)
         return ResolvedWeights(target, digest)
     return ResolvedWeights(path, _sha256(path))
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
-import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +28,10 @@ from numpy.typing import NDArray
 
 from fuss_ray.config import FeatureConfig
 from fuss_ray.data.base import SegmentationDataset, digest, resize_center_crop
-from fuss_ray.io import atomic_dir, atomic_path
+from fuss_ray.io import atomic_dir, atomic_path, exclusive
 from fuss_ray.progress import progress_bar
 
+log = logging.getLogger(__name__)
 SHARD_IMAGES = 256
 FORMAT_VERSION = 2  # 2: per-shard checksums
 
@@ -45,6 +46,7 @@ class FeatureStore:
     meta: dict[str, Any]
     flipped: list[NDArray[np.float32]] | None = None  # features of the mirrored images
     images: list[NDArray[np.uint8]] | None = None  # (n, L, L, 3) RGB at label size, for a CRF
+    reused: bool = True  # False: `ensure_features` extracted it in this call
 
     @classmethod
     def open(cls, path: Path) -> FeatureStore:
@@ -219,18 +221,16 @@ def ensure_features(
     weights = resolve_weights(cfg)
     extraction = Extraction.for_split(cfg, split, flipped, images)
     path = cfg.cache_dir / f"{split}-{cache_key(cfg, weights.sha256, dataset, extraction)}"
-    if (path / "meta.json").is_file():
-        problem = verify_store(path)
-        if problem is None:
-            return FeatureStore.open(path)
-        print(
-            f"fuss-ray: warning: feature cache {path}: {problem}; extracting it again",
-            file=sys.stderr,
-        )
-        _discard(path)
-    backbone = create_backbone(cfg, weights)
-    extract_to(path, backbone, dataset, cfg, split, weights.sha256, show_progress, extraction)
-    return FeatureStore.open(path)
+    with exclusive(path, "this feature cache"):  # runs that need it at once extract it once
+        if (path / "meta.json").is_file():
+            problem = verify_store(path)
+            if problem is None:
+                return FeatureStore.open(path)
+            log.warning("feature cache %s: %s; extracting it again", path, problem)
+            _discard(path)
+        backbone = create_backbone(cfg, weights)
+        extract_to(path, backbone, dataset, cfg, split, weights.sha256, show_progress, extraction)
+    return replace(FeatureStore.open(path), reused=False)
 
 
 def _write_shard(path: Path, columns: dict[str, NDArray[Any]]) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -20,6 +19,8 @@ from fuss_ray.errors import SimulationError, UserError
 from fuss_ray.federation.client import ClientHost, HostSpec
 from fuss_ray.federation.reduction import Reduced
 from fuss_ray.federation.strategies.base import ClientUpdate, ModelState
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -135,10 +136,12 @@ def gather_round(
         break
     report.lost_clients.sort()
     if report.failed_actors:
-        print(
-            f"fuss-ray: warning: round {server_round}: {report.failed_actors} actor failure(s); "
-            f"{report.retried_clients} client(s) retried, {len(report.lost_clients)} lost",
-            file=sys.stderr,
+        log.warning(
+            "round %d: %d actor failure(s); %d client(s) retried, %d lost",
+            server_round,
+            report.failed_actors,
+            report.retried_clients,
+            len(report.lost_clients),
         )
     if report.lost_clients and returned < min_clients:
         raise SimulationError(

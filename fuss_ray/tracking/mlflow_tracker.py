@@ -7,11 +7,10 @@ JSON lines, and the artifact list), and the run says so once on stderr.
 
 from __future__ import annotations
 
-import fcntl
 import json
+import logging
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +19,8 @@ from typing import Any, Protocol
 
 from fuss_ray.config import DEFAULT_TRACKING_URI, RunConfig
 from fuss_ray.errors import UserError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_URI = DEFAULT_TRACKING_URI
 
@@ -80,14 +81,12 @@ def store_lock(uri: str) -> Iterator[None]:
     if not uri.startswith("sqlite:///"):
         yield
         return
+    from filelock import FileLock
+
     db = Path(uri.removeprefix("sqlite:///"))
     db.parent.mkdir(parents=True, exist_ok=True)
-    with open(f"{db}.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with FileLock(f"{db}.lock"):
+        yield
 
 
 class Tracker(Protocol):
@@ -155,10 +154,14 @@ class MlflowTracker:
     def _fail(self, what: str, exc: BaseException) -> None:
         if self.failed is None:
             reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
-            print(
-                f"fuss-ray: warning: MLflow at {self.uri} failed during {what} ({reason}); "
-                f"the rest is kept in {self.unsent_dir}",
-                file=sys.stderr,
+            log.warning(
+                "MLflow at %s failed during %s (%s); the rest is kept in %s (send it later "
+                "with: fuss-ray sync %s)",
+                self.uri,
+                what,
+                reason,
+                self.unsent_dir,
+                self.unsent_dir.parent,
             )
             self.failed = what
         self.unsent_dir.mkdir(parents=True, exist_ok=True)
@@ -189,12 +192,15 @@ class MlflowTracker:
         tags = run_tags(config, num_clients)
         if self.parent_run_id:
             tags["mlflow.parentRunId"] = self.parent_run_id
+        started = int(time.time() * 1000)
         try:
             if self.failed is not None:
                 raise RuntimeError(f"the store failed while {self.failed}")
             with store_lock(self.uri):
                 exp_id = self._experiment_id()
-            run = self.client.create_run(exp_id, tags=tags, run_name=self.run_name)
+            run = self.client.create_run(
+                exp_id, start_time=started, tags=tags, run_name=self.run_name
+            )
             self.run_id = run.info.run_id
             items = [Param(k, v[:6000]) for k, v in params.items()]
             for i in range(0, len(items), 100):
@@ -204,7 +210,10 @@ class MlflowTracker:
             self._keep(
                 "run.jsonl",
                 {
+                    "uri": self.uri,
                     "experiment": self.experiment,
+                    "run_name": self.run_name,
+                    "start_time": started,
                     "tags": tags,
                     "params": params,
                     "run_id": self.run_id,
@@ -228,6 +237,7 @@ class MlflowTracker:
         except Exception as exc:
             self._fail("resume", exc)
             self.run_id = run_id
+            self._keep("run.jsonl", {"uri": self.uri, "run_id": run_id, "status": "RUNNING"})
             return set()
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
@@ -261,7 +271,7 @@ class MlflowTracker:
                 return
             except Exception as exc:
                 self._fail("finish", exc)
-        self._keep("run.jsonl", {"status": status, "run_id": self.run_id})
+        self._keep("run.jsonl", {"uri": self.uri, "status": status, "run_id": self.run_id})
 
 
 def resolve_uri(config: RunConfig) -> str:

@@ -11,7 +11,6 @@ import json
 import logging
 import math
 import os
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +31,8 @@ from fuss_ray.config import (
 from fuss_ray.errors import SimulationError, UserError
 from fuss_ray.io import atomic_path, write_json
 from fuss_ray.tuning.space import DefineByRun, ParamSpec, example_values, order_space
+
+log = logging.getLogger(__name__)
 
 
 class SchedulerSpec(BaseModel):
@@ -363,11 +364,7 @@ def run_search(
     if failed is not None and results.num_errors == len(results):
         raise SimulationError(f"search: all {len(results)} trials failed; {failed}")
     if failed is not None:
-        print(
-            f"fuss-ray: warning: search: {results.num_errors} of {len(results)} trials "
-            f"failed; {failed}",
-            file=sys.stderr,
-        )
+        log.warning("search: %d of %d trials failed; %s", results.num_errors, len(results), failed)
     best = results.get_best_result(metric=settings.metric, mode="max", scope="all")
     best_metrics = best.metrics or {}
     chosen = {k: v for k, v in (best.config or {}).items() if not k.startswith("_")}
@@ -471,4 +468,4 @@ def _close_parent(
         client.log_artifact(parent, str(best_path))
         client.set_terminated(parent, "FINISHED")
     except Exception as exc:  # the search itself succeeded; say so and keep going
-        print(f"fuss-ray: warning: could not close the MLflow parent run: {exc}")
+        log.warning("could not close the MLflow parent run: %s", exc)
