@@ -95,6 +95,43 @@ def test_resume_matches_an_uninterrupted_run(cache_dir: Path, tmp_path: Path) ->
     assert _same_state(tmp_path / "whole", tmp_path / "cut")
 
 
+@pytest.mark.parametrize("windows", [False, True])
+def test_the_systems_clock_continues_across_a_resume(
+    windows: bool, cache_dir: Path, tmp_path: Path
+) -> None:
+    """Kill after round 2 and resume: the virtual clock, who is online, who drops out and
+    who is late go on as if never interrupted (the same simulated times every round)."""
+    systems: dict[str, Any] = {
+        "enabled": True,
+        "speed_sigma": 1.0,
+        "bandwidth_sigma": 0.5,
+        "availability": 0.7,
+        "dropout": 0.2,
+        "deadline_s": 1.0,
+        "over_commit": 1.5,
+        "step_seconds": 0.2,
+    }
+    if windows:  # on/off windows on the simulated clock: depend on the clock itself
+        trace = {str(c): [[0.0, 0.9], [1.2, 2.5], [3.0, 99.0]] for c in range(4)}
+        (tmp_path / "avail.json").write_text(json.dumps(trace))
+        systems["availability_trace"] = str(tmp_path / "avail.json")
+    tree = _cfg(
+        cache_dir, **{"systems": systems, "train.rounds": 5, "federation.fraction": 0.5}
+    )
+    cfg = validate_config(tree)
+    whole = run_simulation(cfg, tmp_path / "whole", show_progress=False)
+    with pytest.raises(Stop):
+        run_simulation(cfg, tmp_path / "cut", show_progress=False, on_round=_stop_at(2))
+    resumed = run_simulation(cfg, tmp_path / "cut", show_progress=False, resume=True)
+    keys = ("sim_seconds", "sim_clock_s", "client_outcomes", "timeline", "num_sampled", "miou")
+    got = [{k: r[k] for k in keys} for r in resumed["rounds"]]
+    assert got == [{k: r[k] for k in keys} for r in whole["rounds"]]
+    assert resumed["resumed_from_round"] == 2
+    assert len({r["sim_seconds"] for r in whole["rounds"]}) > 1  # the clock really moves
+    outcomes = [r["client_outcomes"] for r in whole["rounds"]]
+    assert len({json.dumps(o, sort_keys=True) for o in outcomes}) > 1
+
+
 def test_resume_refuses_another_config(cache_dir: Path, tmp_path: Path) -> None:
     cfg = validate_config(_cfg(cache_dir))
     with pytest.raises(Stop):
@@ -330,3 +367,70 @@ def test_killed_actor_is_restarted_and_its_clients_retrained(
         summary["mlflow_run_id"], "failed_actors"
     )
     assert [(m.step, m.value) for m in history] == [(1, 0.0), (2, 1.0), (3, 0.0)]
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_chaos_a_random_actor_killed_in_several_rounds(
+    cache_dir: Path, tmp_path: Path, ray_session: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """100 clients in 4 actors; in each of rounds 2, 3 and 4 a thread SIGKILLs a random
+    actor's process mid-round. The run must end bit-identical to a failure-free one, and
+    its summary must count every failure."""
+    import random
+
+    import fuss_ray.simulation as simulation
+
+    tree = _cfg(
+        cache_dir,
+        **{
+            "data.num_images": 200,
+            "partition.kind": "iid",
+            "partition.num_clients": 100,
+            "train.rounds": 4,
+            "train.local_steps": 6,
+            "train.batch_size": 2,
+            "federation.clients_per_actor": 25,
+        },
+    )
+    tree["tracking"] = False
+    reference = run_simulation(validate_config(tree), tmp_path / "ref", show_progress=False)
+
+    tree["federation"].update({"executor": "ray", "num_cpus": 0.5})
+    made: list[Any] = []
+    real_make = simulation.make_executor
+
+    def capture(config: Any, spec: Any) -> Any:
+        made.append(real_make(config, spec))
+        return made[-1]
+
+    monkeypatch.setattr(simulation, "make_executor", capture)
+    pick = random.Random(0)
+    victims: list[int] = []
+    killers: list[threading.Timer] = []
+
+    def kill_one_in_the_next_round(summary: dict[str, Any]) -> None:
+        if summary["round"] == 4:  # the run's end: no next round
+            return
+        for k in killers:
+            k.join()
+        victim = pick.randrange(4)
+        victims.append(victim)
+        pid = made[0].pids()[victim]  # asked now: a restarted actor has a new process
+        killers.append(threading.Timer(0.5, os.kill, (pid, signal.SIGKILL)))
+        killers[-1].start()
+
+    out = tmp_path / "chaos"
+    summary = run_simulation(
+        validate_config(tree), out, show_progress=False, on_round=kill_one_in_the_next_round
+    )
+    for k in killers:
+        k.join()
+    assert len(victims) == 3
+    rounds = summary["rounds"]
+    assert [r["failed_actors"] for r in rounds] == [0, 1, 1, 1]
+    assert [r["retried_clients"] for r in rounds] == [0, 25, 25, 25]
+    assert all(r["lost_clients"] == [] for r in rounds)
+    assert summary["final"] == reference["final"]
+    assert [r["miou"] for r in rounds] == [r["miou"] for r in reference["rounds"]]
+    assert _same_state(out, tmp_path / "ref")

@@ -434,12 +434,21 @@ class RayExecutor(Executor):
         import ray
 
         names = [f"clients-{a:04d}.npz" for a in range(len(self.actors))]
-        saved = ray.get(
-            [
-                actor.save.remote(str(directory), n)
-                for actor, n in zip(self.actors, names, strict=True)
-            ]
-        )
+        try:
+            saved = ray.get(
+                [
+                    actor.save.remote(str(directory), n)
+                    for actor, n in zip(self.actors, names, strict=True)
+                ]
+            )
+        except ray.exceptions.RayActorError:
+            # Its clients' state of this round died with it: neither a checkpoint without
+            # them nor training on from older state would match a failure-free run.
+            run_folder = directory.parent.parent  # OUT/checkpoints/.round-N.xxx
+            raise SimulationError(
+                "an actor died while writing its clients' checkpoint; the previous "
+                f"checkpoint is whole: continue with fuss-ray run --resume {run_folder}"
+            ) from None
         return {c: n for n, cids in zip(names, saved, strict=True) for c in cids}
 
     def pids(self) -> list[int]:
