@@ -212,6 +212,7 @@ def run_simulation(
     run continues from the newest checkpoint in `out_dir` (and in the same MLflow run).
     """
     torch.set_num_threads(1)
+    asked = config.digest()  # before any rule adjusts it (centralised training's steps)
     ckpt_root = out_dir / "checkpoints"
     restored = checkpoint_to_resume(config, out_dir) if resume else None
     prepared = prepare(config, show_progress)
@@ -317,6 +318,7 @@ def run_simulation(
         "resumed_from_round": restored.round if restored is not None else None,
         "mlflow_run_id": tracker.run_id,
         "config": config.to_dict(),
+        "config_digest": asked,
     }
     artifacts = write_artifacts(out_dir, config, summary, server, prepared)
     final_metrics = {"final_miou": last.miou, "final_pixel_acc": last.pixel_acc}

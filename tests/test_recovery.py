@@ -115,9 +115,7 @@ def test_the_systems_clock_continues_across_a_resume(
         trace = {str(c): [[0.0, 0.9], [1.2, 2.5], [3.0, 99.0]] for c in range(4)}
         (tmp_path / "avail.json").write_text(json.dumps(trace))
         systems["availability_trace"] = str(tmp_path / "avail.json")
-    tree = _cfg(
-        cache_dir, **{"systems": systems, "train.rounds": 5, "federation.fraction": 0.5}
-    )
+    tree = _cfg(cache_dir, **{"systems": systems, "train.rounds": 5, "federation.fraction": 0.5})
     cfg = validate_config(tree)
     whole = run_simulation(cfg, tmp_path / "whole", show_progress=False)
     with pytest.raises(Stop):

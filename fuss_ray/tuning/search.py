@@ -195,6 +195,11 @@ def _trainable(params: dict[str, Any]) -> None:
             }
         )
 
+    done = _finished_summary(out, config)
+    if done is not None:  # a resumed search restarted a trial that had finished: replay it
+        for round_summary in done["rounds"]:
+            report(round_summary)
+        return
     from fuss_ray.simulation import run_simulation
 
     run_simulation(
@@ -205,6 +210,15 @@ def _trainable(params: dict[str, Any]) -> None:
         parent_run_id=params["_parent_run_id"],
         run_name=f"{config.federation.strategy['name']} trial {trial_id}",
     )
+
+
+def _finished_summary(out: Path, config: RunConfig) -> dict[str, Any] | None:
+    """The summary of this very trial's finished run in `out`, if there is one."""
+    try:
+        summary: dict[str, Any] = json.loads((out / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if summary.get("config_digest") == config.digest() else None
 
 
 def _trial_dirname(trial: Any) -> str:
@@ -290,7 +304,8 @@ def run_search(
     import optuna
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.optuna import OptunaSearch
+
+    from fuss_ray.tuning.searcher import ResumableOptunaSearch
 
     settings = spec.search
     if not verbose:
@@ -323,7 +338,7 @@ def run_search(
         )
     else:
         storage = optuna.storages.RDBStorage(settings.storage)
-        searcher = OptunaSearch(
+        searcher = ResumableOptunaSearch(
             space=DefineByRun(settings.space),
             metric=settings.metric,
             mode="max",
