@@ -97,6 +97,13 @@ class DataConfig(_Strict):
 
 ROOTED_DATASETS = ("folder", "cityscapes", "cocostuff", "potsdam")
 _FIXED_CLASSES = {"cityscapes": 27, "cocostuff": 27, "potsdam": 3}
+# packaged-real: the class ids each packaged photo holds (its own label numbering); the
+# config needs their count before any data loads, the dataset checks the files hold them.
+PACKAGED_CLASSES: dict[str, tuple[int, ...]] = {
+    "voc": (0, 5, 9, 11, 15),
+    "arc": (0, 6, 13, 17, 19, 20, 21, 23, 25),
+    "nuclei": (0, 1),
+}
 
 
 def dataset_classes(dataset: Any, sources: Any) -> int | None:
@@ -106,11 +113,9 @@ def dataset_classes(dataset: Any, sources: Any) -> int | None:
     if dataset in _FIXED_CLASSES:
         return _FIXED_CLASSES[dataset]
     if dataset == "packaged-real":
-        from fuss_ray.data.packaged import PRESENT
-
-        chosen = sources if isinstance(sources, list) and sources else list(PRESENT)
-        if all(isinstance(c, str) and c in PRESENT for c in chosen):
-            return sum(len(PRESENT[c]) for c in chosen)
+        chosen = sources if isinstance(sources, list) and sources else list(PACKAGED_CLASSES)
+        if all(isinstance(c, str) and c in PACKAGED_CLASSES for c in chosen):
+            return sum(len(PACKAGED_CLASSES[c]) for c in chosen)
     return None
 
 
@@ -273,9 +278,30 @@ class FederationConfig(_Strict):
     @field_validator("strategy")
     @classmethod
     def _strategy_known(cls, v: dict[str, Any]) -> dict[str, Any]:
-        from fuss_ray.federation.strategies import strategy_params
-
         return strategy_params(v)
+
+
+def strategy_params(raw: dict[str, Any]) -> dict[str, Any]:
+    """A strategy section checked against that strategy's own settings (its `Params`).
+
+    Strategies are found through the registry (`fuss_ray.plugins`), so this works for a
+    plugin's strategy as for a built-in one, in any process where the plugin is installed.
+    """
+    from fuss_ray.plugins import STRATEGIES
+
+    name = raw.get("name")
+    if not isinstance(name, str) or name not in STRATEGIES:
+        known = ", ".join(sorted(STRATEGIES))
+        raise ValueError(f"strategy.name must be one of: {known} (got {name!r})")
+    try:
+        params: dict[str, Any] = STRATEGIES[name].Params.model_validate(raw).model_dump()
+    except ValidationError as err:
+        first = err.errors()[0]
+        if first["type"] == "extra_forbidden":
+            key = ".".join(str(p) for p in first["loc"])
+            raise ValueError(f"strategy '{name}' has no setting '{key}'") from None
+        raise ValueError(format_validation_error(err, prefix="strategy.")) from None
+    return params
 
 
 class TrackingConfig(_Strict):
@@ -466,17 +492,27 @@ def first_difference(a: Any, b: Any, prefix: str = "") -> str | None:
     return None
 
 
-def _format_error(err: ValidationError, source: str) -> str:
+def format_validation_error(err: ValidationError, source: str = "", prefix: str = "") -> str:
+    """A pydantic error as the one line users see: where, which key, what is wrong.
+
+    `source` names the file (or section) the values came from; `prefix` is the dotted
+    path of the validated part inside it (`strategy.` for a strategy's settings), so that
+    the key shown is the one the user writes. The one formatter of validation errors:
+    configs, search and study files, strategy settings.
+    """
     first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"] if not str(p).startswith("function-after"))
+    loc = prefix + ".".join(
+        str(p) for p in first["loc"] if not str(p).startswith("function-after")
+    )
     msg = first["msg"].removeprefix("Value error, ")
     got = first.get("input")
+    head = f"{source}: " if source else ""
     if first["type"] == "extra_forbidden":
-        return f"{source}: unknown key '{loc}'"
+        return f"{head}unknown key '{loc}'"
     shown = "" if isinstance(got, dict) else f" (got {got!r})"
     if loc and msg.startswith(f"{loc}."):  # the message names its own, deeper key
-        return f"{source}: {msg}"
-    return f"{source}: {loc or 'config'}: {msg}{shown}"
+        return f"{head}{msg}"
+    return f"{head}{loc.rstrip('.') or 'config'}: {msg}{shown}"
 
 
 def parse_value(text: str) -> Any:
@@ -546,4 +582,4 @@ def validate_config(tree: dict[str, Any], source: str = "config") -> RunConfig:
     try:
         return RunConfig.model_validate(tree)
     except ValidationError as err:
-        raise UserError(_format_error(err, source)) from None
+        raise UserError(format_validation_error(err, source)) from None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,15 +25,16 @@ from fuss_ray.federation.checkpoint import Checkpoint, CheckpointWriter, latest_
 from fuss_ray.federation.client import HostSpec, build_model
 from fuss_ray.federation.executor import Executor, RayExecutor, SequentialExecutor
 from fuss_ray.federation.memory import check_memory, estimate_memory, host_count, memory_limit
-from fuss_ray.federation.server import Server, clients_per_round, state_bytes
-from fuss_ray.federation.strategies import Strategy, build_strategy
+from fuss_ray.federation.server import RoundResult, Server, clients_per_round, state_bytes
+from fuss_ray.federation.strategies import STRATEGIES, Strategy, strategy_for
 from fuss_ray.io import sweep_temporaries, write_json
 from fuss_ray.metrics.evaluate import evaluate_state, evaluate_variants
 from fuss_ray.metrics.segmentation import random_assignment_scores
-from fuss_ray.models.head import ModelState, model_state
+from fuss_ray.models.head import FussModel, ModelState, model_state
 from fuss_ray.progress import progress_bar
 from fuss_ray.tracking import make_tracker
-from fuss_ray.tracking.artifacts import write_artifacts
+from fuss_ray.tracking.artifacts import ArtifactInputs, write_artifacts
+from fuss_ray.tracking.mlflow_tracker import Tracker
 
 
 @dataclass
@@ -49,16 +50,37 @@ class Prepared:
     skipped: list[str]  # unreadable input files left out, "path: reason"
 
 
+def centralised(config: RunConfig) -> bool:
+    """The one rule for strategies that train on all the data at once (`pools_data`):
+    one client holds every training image, and it gets the federation's compute."""
+    return bool(STRATEGIES[config.federation.strategy["name"]].pools_data)
+
+
+def centralised_config(config: RunConfig) -> RunConfig:
+    """Centralised training gets the federation's compute: K x local_steps per round.
+
+    Otherwise the "upper reference" would train on 1/K of the gradient steps that the
+    federated runs spend, and compare unfairly in the other direction.
+    """
+    if not centralised(config):
+        return config
+    steps = config.train.local_steps * config.partition.num_clients
+    train = config.train.model_copy(update={"local_steps": steps})
+    return config.model_copy(update={"train": train})
+
+
+def simulated_clients(config: RunConfig) -> int:
+    """How many clients the run holds (one for centralised training)."""
+    return 1 if centralised(config) else config.partition.num_clients
+
+
 def prepare_partition(config: RunConfig) -> tuple[Partition, np.ndarray, list[str], Any, Any]:
     """Datasets, label histograms and the seeded partition (centralised: one client)."""
     train, evaluation = build_datasets(config)
     hist = label_histograms(train, config.features.label_size)
     groups = [train.group(i) for i in range(len(train))]
-    strategy_name = config.federation.strategy["name"]
-    from fuss_ray.federation.strategies import STRATEGIES
-
     partition = make_partition(config.partition, hist, groups, config.seed)
-    if STRATEGIES[strategy_name].pooled:
+    if centralised(config):
         partition = Partition([np.arange(len(train), dtype=np.int64)])
     ids = [train.image_id(i) for i in range(len(train))]
     return partition, hist, ids, train, evaluation
@@ -102,27 +124,12 @@ def final_variants(config: RunConfig, server: Server, store: FeatureStore) -> di
     )
 
 
-def pooled_config(config: RunConfig) -> RunConfig:
-    """Centralised training gets the federation's compute: K x local_steps per round.
-
-    Otherwise the "upper reference" would train on 1/K of the gradient steps that the
-    federated runs spend, and compare unfairly in the other direction.
-    """
-    steps = config.train.local_steps * config.partition.num_clients
-    train = config.train.model_copy(update={"local_steps": steps})
-    return config.model_copy(update={"train": train})
-
-
-def host_spec(
-    config: RunConfig, prepared: Prepared, strategy: Strategy, restore_dir: Path | None = None
-) -> HostSpec:
+def host_spec(config: RunConfig, prepared: Prepared, restore_dir: Path | None = None) -> HostSpec:
     """What every client host needs: the config, the cache, its clients' images."""
     return HostSpec(
         config=config.to_dict(),
         store_path=str(prepared.train_store.path),
         clients={cid: idx.tolist() for cid, idx in enumerate(prepared.partition.clients)},
-        objective=strategy.local_objective(),
-        federated=strategy.federated,
         restore_dir=str(restore_dir.resolve()) if restore_dir is not None else None,
     )
 
@@ -148,33 +155,6 @@ def initial_state(config: RunConfig, in_dim: int) -> ModelState:
     return model_state(build_model(config, in_dim))
 
 
-def save_checkpoint(
-    writer: CheckpointWriter,
-    server_round: int,
-    server: Server,
-    executor: Executor,
-    config: RunConfig,
-    rounds: list[dict[str, Any]],
-    tracker: Any,
-    elapsed: float,
-) -> Checkpoint:
-    """Hosts write their clients' state, then the server's part publishes the folder."""
-    staging = writer.staging(server_round)
-    client_files = executor.save_clients(staging)
-    arrays, server_meta = server.export()
-    meta = {
-        "config": config.to_dict(),
-        "outcome_config": config.outcome_dict(),
-        "config_digest": config.digest(),
-        "mlflow_run_id": tracker.run_id,
-        "server": server_meta,
-        "rounds": rounds,
-        "elapsed_seconds": elapsed,
-        "client_files": {str(c): f for c, f in client_files.items()},
-    }
-    return writer.publish(staging, server_round, arrays, meta)
-
-
 def check_fits(config: RunConfig, spec: HostSpec, state: ModelState, eval_images: int) -> None:
     """Refuse a run that would not fit in memory, before any actor starts."""
     import os
@@ -196,6 +176,222 @@ def make_executor(config: RunConfig, spec: HostSpec) -> Executor:
     return RayExecutor(spec, config.federation)
 
 
+@dataclass
+class Setup:
+    """Everything a run builds before its first round; nothing of it runs on an actor yet."""
+
+    config: RunConfig  # after the centralised rule
+    asked: str  # digest of the config as the caller gave it
+    out_dir: Path
+    prepared: Prepared
+    strategy: Strategy[Any]
+    spec: HostSpec
+    model: FussModel
+    initial: ModelState
+    references: dict[str, dict[str, float]]  # random assignment, the untrained model
+    restored: Checkpoint | None
+
+
+def set_up(config: RunConfig, out_dir: Path, resume: bool, show_progress: bool) -> Setup:
+    """Check, prepare and write what a run needs before its first round.
+
+    Everything a user's input can break (strategy settings, data, paths, memory) fails
+    here, in one line, before any actor starts; the only files written are the partition
+    manifest and, for a fresh run, an emptied checkpoints folder.
+    """
+    asked = config.digest()
+    strategy = strategy_for(config)  # its settings are checked before any data is read
+    config = centralised_config(config)
+    ckpt_root = out_dir / "checkpoints"
+    restored = checkpoint_to_resume(config, out_dir) if resume else None
+    prepared = prepare(config, show_progress)
+    if out_dir.is_dir():
+        sweep_temporaries(out_dir)  # left by a run of this folder that was killed mid-write
+    write_manifest(
+        out_dir / "partition.parquet", prepared.partition, prepared.image_ids, prepared.histograms
+    )
+    if restored is None and ckpt_root.exists():
+        shutil.rmtree(ckpt_root)  # a fresh run must never restore another run's clients
+    spec = host_spec(config, prepared, ckpt_root)
+    dim = prepared.train_store.feature_dim
+    initial = initial_state(config, dim)
+    model = build_model(config, dim)
+    num_classes = config.data.num_classes
+    labels = np.stack([prepared.eval_store.label(i) for i in range(len(prepared.eval_store))])
+    random_ref = random_assignment_scores(labels, num_classes, config.num_centroids, config.seed)
+    initial_ref = evaluate_state(model, initial, prepared.eval_store, num_classes)
+    references = {
+        name: {"miou": scores["miou"], "pixel_acc": scores["pixel_acc"]}
+        for name, scores in (("random_assignment", random_ref), ("initial_model", initial_ref))
+    }
+    check_fits(config, spec, initial, len(prepared.eval_store))
+    return Setup(
+        config, asked, out_dir, prepared, strategy, spec, model, initial, references, restored
+    )
+
+
+@dataclass
+class Progress:
+    """Where the rounds stand: what has been recorded, and since when the run has worked."""
+
+    rounds: list[dict[str, Any]]
+    first_round: int
+    elapsed_before: float  # seconds spent before a resume
+    logged: set[int]  # rounds MLflow already holds (a resume may repeat one)
+    started: float = field(default_factory=time.perf_counter)
+    last: RoundResult | None = None
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.started
+
+
+def start_or_resume(setup: Setup, server: Server, tracker: Tracker) -> Progress:
+    """Fresh: start the MLflow run. Resumed: restore the server and reopen the same run."""
+    ckpt = setup.restored
+    if ckpt is None:
+        tracker.start(setup.config, setup.prepared.partition.num_clients)
+        return Progress([], 1, 0.0, set())
+    server.restore(ckpt.server_tree(), ckpt.meta["server"])
+    logged = tracker.resume(ckpt.meta["mlflow_run_id"], setup.config, len(setup.spec.clients))
+    return Progress(
+        list(ckpt.meta["rounds"]), ckpt.round + 1, float(ckpt.meta["elapsed_seconds"]), logged
+    )
+
+
+def save_checkpoint(
+    writer: CheckpointWriter,
+    server_round: int,
+    server: Server,
+    config: RunConfig,
+    progress: Progress,
+    tracker: Tracker,
+) -> Checkpoint:
+    """Hosts write their clients' state, then the server's part publishes the folder."""
+    staging = writer.staging(server_round)
+    client_files = server.executor.save_clients(staging)
+    arrays, server_meta = server.export()
+    meta = {
+        "config": config.to_dict(),
+        "outcome_config": config.outcome_dict(),
+        "config_digest": config.digest(),
+        "mlflow_run_id": tracker.run_id,
+        "server": server_meta,
+        "rounds": progress.rounds,
+        "elapsed_seconds": progress.elapsed(),
+        "client_files": {str(c): f for c, f in client_files.items()},
+    }
+    return writer.publish(staging, server_round, arrays, meta)
+
+
+def run_rounds(
+    setup: Setup,
+    server: Server,
+    tracker: Tracker,
+    progress: Progress,
+    on_round: Callable[[dict[str, Any]], None] | None,
+    show_progress: bool,
+) -> None:
+    """Every remaining round: train, aggregate, evaluate, log, checkpoint, report."""
+    config = setup.config
+    writer = CheckpointWriter(setup.out_dir / "checkpoints", config.checkpoint.keep)
+    every = config.checkpoint.every
+    label = f"{setup.strategy.name} rounds"
+    with progress_bar(label, config.train.rounds, show_progress) as advance:
+        advance(progress.first_round - 1)
+        for r in range(progress.first_round, config.train.rounds + 1):
+            last = progress.last = server.run_round(r)
+            progress.rounds.append(last.summary())
+            if r not in progress.logged:  # a resumed round may have been logged before
+                tracker.log_metrics(last.metrics(), step=r)
+            if every and (r % every == 0 or r == config.train.rounds):
+                save_checkpoint(writer, r, server, config, progress, tracker)
+            # The last round is reported only once the run is fully recorded, since a
+            # scheduler may stop the trial the moment it hears of it.
+            if on_round is not None and r < config.train.rounds:
+                on_round(last.summary())
+            advance(1, miou=f"{last.miou:.1f}", loss=f"{last.mean_loss:.3f}")
+
+
+def client_rows(server: Server, prepared: Prepared, final: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per client for `clients.parquet`: its data, its participation, its score."""
+    scores = {c["client_id"]: c for c in final.get("per_client", [])}
+    rows = []
+    for cid, idx in enumerate(prepared.partition.clients):
+        hist = prepared.histograms[idx].sum(axis=0)
+        rows.append(
+            {
+                "client_id": cid,
+                "num_images": len(idx),
+                "dominant_class": int(hist.argmax()),
+                "dominant_share": float(hist.max() / max(1, hist.sum())),
+                "rounds_participated": server.participation.get(cid, 0),
+                "last_loss": server.last_loss.get(cid, float("nan")),
+                "miou": scores.get(cid, {}).get("miou", float("nan")),
+            }
+        )
+    return rows
+
+
+def finish_run(
+    setup: Setup,
+    server: Server,
+    tracker: Tracker,
+    progress: Progress,
+    placement: tuple[list[dict[str, Any]], list[dict[str, Any]], str],
+) -> dict[str, Any]:
+    """Final scores, artifacts and `summary.json`, then the tracker's run is closed."""
+    config, prepared = setup.config, setup.prepared
+    last = progress.last or server.evaluate_result(config.train.rounds)  # resumed at the end
+    final: dict[str, Any] = {"miou": last.miou, "pixel_acc": last.pixel_acc}
+    if last.per_client:
+        final["per_client"] = last.per_client
+    variants = final_variants(config, server, prepared.eval_store)
+    if variants:
+        final["variants"] = variants
+    at_start, at_end, transport = placement
+    summary = {
+        "strategy": setup.strategy.name,
+        "num_clients": prepared.partition.num_clients,
+        "seed": config.seed,
+        "rounds": progress.rounds,
+        "final": final,
+        "reference": setup.references,
+        "clients_per_round": len(server.sample(1)),
+        "client_sizes": prepared.partition.sizes(),
+        "skipped_images": prepared.skipped,
+        "actors_at_start": at_start,
+        "actors": at_end,
+        "feature_transport": transport,
+        "wall_seconds": progress.elapsed(),
+        "resumed_from_round": setup.restored.round if setup.restored is not None else None,
+        "mlflow_run_id": tracker.run_id,
+        "config": config.to_dict(),
+        "config_digest": setup.asked,
+    }
+    shown = server.state if server.strategy.federated else server.client_states.get(0, server.state)
+    inputs = ArtifactInputs(
+        client_rows(server, prepared, final),
+        server.model,
+        shown,
+        prepared.eval_store,
+        prepared.evaluation.image,
+    )
+    artifacts = write_artifacts(setup.out_dir, config, summary, inputs)
+    final_metrics = {"final_miou": last.miou, "final_pixel_acc": last.pixel_acc}
+    for name, scores in variants.items():
+        if name != "plain":
+            key = name.replace("+", "_")
+            final_metrics[f"final_miou_{key}"] = scores["miou"]
+            final_metrics[f"final_pixel_acc_{key}"] = scores["pixel_acc"]
+    tracker.log_metrics(final_metrics, step=config.train.rounds)
+    for path in artifacts:
+        tracker.log_artifact(path)
+    write_json(setup.out_dir / "summary.json", summary)
+    tracker.log_artifact(setup.out_dir / "summary.json")
+    tracker.finish("FINISHED")
+    return summary
+
+
 def run_simulation(
     config: RunConfig,
     out_dir: Path,
@@ -210,78 +406,27 @@ def run_simulation(
     `on_round` receives each round's summary (Ray Tune reports through it);
     `parent_run_id` nests the MLflow run under a search's parent run. With `resume`, the
     run continues from the newest checkpoint in `out_dir` (and in the same MLflow run).
+    The three steps: `set_up` (nothing runs yet), `run_rounds`, `finish_run`.
     """
     torch.set_num_threads(1)
-    asked = config.digest()  # before any rule adjusts it (centralised training's steps)
-    ckpt_root = out_dir / "checkpoints"
-    restored = checkpoint_to_resume(config, out_dir) if resume else None
-    prepared = prepare(config, show_progress)
-    fed = config.federation
-    strategy = build_strategy(
-        fed.strategy,
-        config.seed,
-        fed.server_lr,
-        fed.server_momentum,
-        fed.head_aggregation,
-        fed.trim_fraction,
-    )
-    if strategy.pooled:
-        config = pooled_config(config)
-    if out_dir.is_dir():
-        sweep_temporaries(out_dir)  # left by a run of this folder that was killed mid-write
-    write_manifest(
-        out_dir / "partition.parquet", prepared.partition, prepared.image_ids, prepared.histograms
-    )
-    if restored is None and ckpt_root.exists():
-        shutil.rmtree(ckpt_root)  # a fresh run must never restore another run's clients
-    spec = host_spec(config, prepared, strategy, ckpt_root)
-    initial = initial_state(config, prepared.train_store.feature_dim)
-    model = build_model(config, prepared.train_store.feature_dim)
-    num_classes = config.data.num_classes
-    labels = np.stack([prepared.eval_store.label(i) for i in range(len(prepared.eval_store))])
-    random_ref = random_assignment_scores(labels, num_classes, config.num_centroids, config.seed)
-    initial_ref = evaluate_state(model, initial, prepared.eval_store, num_classes)
-
-    check_fits(config, spec, initial, len(prepared.eval_store))
-    tracker = make_tracker(config, out_dir, parent_run_id, run_name)
-    executor = make_executor(config, spec)
+    setup = set_up(config, out_dir, resume, show_progress)
+    tracker = make_tracker(setup.config, out_dir, parent_run_id, run_name)
+    executor = make_executor(setup.config, setup.spec)
     server = Server(
-        config, strategy, executor, list(spec.clients), prepared.eval_store, model, initial
+        setup.config,
+        setup.strategy,
+        executor,
+        list(setup.spec.clients),
+        setup.prepared.eval_store,
+        setup.model,
+        setup.initial,
     )
-    placement_at_start = executor.placement() if isinstance(executor, RayExecutor) else []
-    rounds: list[dict[str, Any]] = []
-    first_round, elapsed_before = 1, 0.0
-    logged: set[int] = set()
-    if restored is not None:
-        server.restore(restored.server_tree(), restored.meta["server"])
-        rounds = list(restored.meta["rounds"])
-        first_round = restored.round + 1
-        elapsed_before = float(restored.meta["elapsed_seconds"])
-        logged = tracker.resume(restored.meta["mlflow_run_id"], config, len(spec.clients))
-    else:
-        tracker.start(config, prepared.partition.num_clients)
-    writer = CheckpointWriter(ckpt_root, config.checkpoint.keep)
-    last = None
-    started = time.perf_counter()
+    at_start = executor.placement()
     status = "KILLED"  # stopped from outside (Ctrl-C, an early-stopping scheduler)
     try:
-        with progress_bar(f"{strategy.name} rounds", config.train.rounds, show_progress) as advance:
-            advance(first_round - 1)
-            for r in range(first_round, config.train.rounds + 1):
-                last = server.run_round(r)
-                rounds.append(last.summary())
-                if r not in logged:  # a resumed round may have been logged before the kill
-                    tracker.log_metrics(last.metrics(), step=r)
-                every = config.checkpoint.every
-                if every and (r % every == 0 or r == config.train.rounds):
-                    elapsed = elapsed_before + time.perf_counter() - started
-                    save_checkpoint(writer, r, server, executor, config, rounds, tracker, elapsed)
-                # The last round is reported only once the run is fully recorded, since
-                # a scheduler may stop the trial the moment it hears of it.
-                if on_round is not None and r < config.train.rounds:
-                    on_round(last.summary())
-                advance(1, miou=f"{last.miou:.1f}", loss=f"{last.mean_loss:.3f}")
-        placement = executor.placement() if isinstance(executor, RayExecutor) else []
+        progress = start_or_resume(setup, server, tracker)
+        run_rounds(setup, server, tracker, progress, on_round, show_progress)
+        placement = (at_start, executor.placement(), executor.transport)
         status = "FINISHED"
     except Exception:
         status = "FAILED"
@@ -290,51 +435,9 @@ def run_simulation(
         executor.shutdown()
         if status != "FINISHED":
             tracker.finish(status)
-    if last is None:  # resumed after the last round's checkpoint: evaluate what it holds
-        last = server.evaluate_result(config.train.rounds)
-    final: dict[str, Any] = {"miou": last.miou, "pixel_acc": last.pixel_acc}
-    if last.per_client:
-        final["per_client"] = last.per_client
-    variants = final_variants(config, server, prepared.eval_store)
-    if variants:
-        final["variants"] = variants
-    summary = {
-        "strategy": strategy.name,
-        "num_clients": prepared.partition.num_clients,
-        "seed": config.seed,
-        "rounds": rounds,
-        "final": final,
-        "reference": {
-            "random_assignment": {"miou": random_ref["miou"], "pixel_acc": random_ref["pixel_acc"]},
-            "initial_model": {"miou": initial_ref["miou"], "pixel_acc": initial_ref["pixel_acc"]},
-        },
-        "clients_per_round": len(server.sample(1)),
-        "client_sizes": prepared.partition.sizes(),
-        "skipped_images": prepared.skipped,
-        "actors_at_start": placement_at_start,
-        "actors": placement,
-        "feature_transport": getattr(executor, "transport", "path"),
-        "wall_seconds": elapsed_before + time.perf_counter() - started,
-        "resumed_from_round": restored.round if restored is not None else None,
-        "mlflow_run_id": tracker.run_id,
-        "config": config.to_dict(),
-        "config_digest": asked,
-    }
-    artifacts = write_artifacts(out_dir, config, summary, server, prepared)
-    final_metrics = {"final_miou": last.miou, "final_pixel_acc": last.pixel_acc}
-    for name, scores in variants.items():
-        if name != "plain":
-            key = name.replace("+", "_")
-            final_metrics[f"final_miou_{key}"] = scores["miou"]
-            final_metrics[f"final_pixel_acc_{key}"] = scores["pixel_acc"]
-    tracker.log_metrics(final_metrics, step=config.train.rounds)
-    for path in artifacts:
-        tracker.log_artifact(path)
-    write_json(out_dir / "summary.json", summary)
-    tracker.log_artifact(out_dir / "summary.json")
-    tracker.finish("FINISHED")
-    if on_round is not None:
-        on_round(last.summary())
+    summary = finish_run(setup, server, tracker, progress, placement)
+    if on_round is not None and progress.last is not None:
+        on_round(progress.last.summary())
     return summary
 
 
@@ -356,8 +459,8 @@ def dry_run_plan(config: RunConfig) -> list[str]:
     real run would meet before its first round surfaces here, in the same one-line form.
     """
     from fuss_ray.features.backbone import check_weights_file, feature_geometry, timm_name
-    from fuss_ray.federation.strategies import STRATEGIES
 
+    strategy_for(config)  # its settings, as a run checks them
     partition, _, _, train, evaluation = prepare_partition(config)
     weights = check_weights_file(config.features)
     channels, stride = feature_geometry(config.features)
@@ -373,9 +476,7 @@ def dry_run_plan(config: RunConfig) -> list[str]:
     sizes = partition.sizes()
     strategy = config.federation.strategy["name"]
     per_round = clients_per_round(config.federation, len(sizes))
-    steps = config.train.local_steps
-    if STRATEGIES[strategy].pooled:
-        steps *= config.partition.num_clients
+    steps = centralised_config(config).train.local_steps
     shown = (
         ", ".join(str(s) for s in sizes)
         if len(sizes) <= 24

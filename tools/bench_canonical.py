@@ -65,17 +65,13 @@ def workload_config(clients: int, steps: int, actors: int) -> Any:
 
 def host_spec(config: Any, clients: int) -> Any:
     from fuss_ray.federation.client import HostSpec
-    from fuss_ray.federation.strategies import build_strategy
 
-    strategy = build_strategy(config.federation.strategy, config.seed)
     return HostSpec(
         config=config.to_dict(),
         store_path="",
         clients={
             c: list(range(c * MAPS_PER_CLIENT, (c + 1) * MAPS_PER_CLIENT)) for c in range(clients)
         },
-        objective=strategy.local_objective(),
-        federated=True,
         generated={
             "seed": config.seed,
             "num_images": clients * MAPS_PER_CLIENT,
@@ -108,7 +104,7 @@ def run_rounds(executor: Any, config: Any, clients: int, rounds: int) -> dict[st
     for r in range(1, rounds + 1):
         started = time.perf_counter()
         shifts = grid_shifts(strategy.summand_references(state), executor.total_samples)
-        reduced = executor.train_reduced(state, shifts, ids, r)
+        reduced = executor.train_reduced(strategy.broadcast(state), shifts, ids, r)
         state = strategy.finish(state, reduced, r)
         seconds.append(time.perf_counter() - started)
         peak = max(peak, tree_rss())

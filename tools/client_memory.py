@@ -42,29 +42,25 @@ def child(strategy: str, clients: int) -> dict[str, Any]:
     from fuss_ray.federation.client import ClientHost
     from fuss_ray.federation.reduction import grid_shifts
     from fuss_ray.federation.strategies import build_strategy
+    from fuss_ray.federation.types import Broadcast
     from fuss_ray.simulation import initial_state
 
     tree = bc.workload_config(clients, 1, 1).to_dict()
     tree["federation"]["strategy"] = {"name": strategy}
     config = validate_config(tree)
     spec = bc.host_spec(config, clients)
-    if strategy == "local":
-        from dataclasses import replace
-
-        spec = replace(spec, federated=False)
     before = rss_mib()
     host = ClientHost(spec)
     built = rss_mib()
     strat = build_strategy(config.federation.strategy, config.seed)
     state = initial_state(config, bc.SHAPE[0])
     shifts = grid_shifts(strat.summand_references(state), host.ready() * bc.MAPS_PER_CLIENT)
-    host.train_reduced(state, shifts, list(range(clients)), 1)
+    host.train_reduced(Broadcast(state), shifts, list(range(clients)), 1)
     trained = rss_mib()
     state_bytes = sum(int(np.asarray(v).nbytes) for v in state.values())
     # Exact: the arrays the host keeps for its clients after the round.
     kept = sum(host.indices[c].nbytes + host.knn[c].nbytes for c in host.indices)
-    for states in (host.states, host.previous):
-        kept += sum(int(np.asarray(v).nbytes) for s in states.values() for v in s.values())
+    kept += sum(int(np.asarray(v).nbytes) for s in host.kept.values() for v in s.values())
     return {
         "strategy": strategy,
         "clients": clients,

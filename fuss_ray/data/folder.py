@@ -12,6 +12,7 @@ from PIL import Image, UnidentifiedImageError
 
 from fuss_ray.data.base import IGNORE_INDEX, SegmentationDataset, digest
 from fuss_ray.errors import UserError
+from fuss_ray.seeds import Stream, seed_stream
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,7 @@ class FolderDataset(SegmentationDataset):
         n_eval = max(1, round(n * eval_fraction))
         if n - n_eval < 1:
             raise UserError(f"{self.root}: {n} images are too few to hold out an evaluation set")
-        order = np.random.default_rng([seed, 104729]).permutation(n)
+        order = np.random.default_rng(seed_stream(Stream.FOLDER_SPLIT, seed)).permutation(n)
         held = set(order[:n_eval].tolist())
         train = [e for i, e in enumerate(self.entries) if i not in held]
         evaluation = [e for i, e in enumerate(self.entries) if i in held]

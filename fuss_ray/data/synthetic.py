@@ -17,6 +17,7 @@ from PIL import Image
 from fuss_ray.config import DataConfig
 from fuss_ray.data.base import SegmentationDataset, digest
 from fuss_ray.errors import UserError
+from fuss_ray.seeds import Stream
 
 # One real photo per semantic class, in a fixed order (class k uses TEXTURES[k]).
 TEXTURES: tuple[str, ...] = (
@@ -126,7 +127,7 @@ class SyntheticScenes(SegmentationDataset):
             sel = mask == c
             out[sel] = patch[sel]
         # Each domain has its own lighting: a fixed gain and colour cast.
-        drng = np.random.default_rng([self.seed, 7919, domain])
+        drng = np.random.default_rng([self.seed, Stream.SCENE_DOMAIN, domain])
         gain = drng.uniform(0.75, 1.15)
         cast = drng.uniform(-18.0, 18.0, size=3).astype(np.float32)
         out = out * gain + cast + rng.normal(0.0, 4.0, size=out.shape).astype(np.float32)

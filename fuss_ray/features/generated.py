@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from fuss_ray.seeds import Stream, seed_stream
+
 
 @dataclass
 class GeneratedFeatures:
@@ -35,7 +37,7 @@ class GeneratedFeatures:
 
     def _block(self, b: int) -> NDArray[np.float32]:
         if self._cached is None or self._cached[0] != b:
-            rng = np.random.default_rng([self.seed, b, 16_661])
+            rng = np.random.default_rng(seed_stream(Stream.GENERATED, self.seed, b))
             maps = rng.standard_normal((self.block, *self.shape), dtype=np.float32)
             self._cached = (b, maps)
         return self._cached[1]

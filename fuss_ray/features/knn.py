@@ -6,11 +6,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 
-def pooled_descriptors(features: NDArray[np.float32]) -> NDArray[np.float32]:
-    """Global-average-pooled, L2-normalised descriptors of (n, D, h, w) feature maps."""
-    pooled = features.reshape(features.shape[0], features.shape[1], -1).mean(axis=2)
-    norm = np.linalg.norm(pooled, axis=1, keepdims=True)
-    out: NDArray[np.float32] = (pooled / np.maximum(norm, 1e-12)).astype(np.float32)
+def image_descriptors(features: NDArray[np.float32]) -> NDArray[np.float32]:
+    """One L2-normalised vector per image: its (n, D, h, w) feature map averaged over h, w."""
+    mean = features.reshape(features.shape[0], features.shape[1], -1).mean(axis=2)
+    norm = np.linalg.norm(mean, axis=1, keepdims=True)
+    out: NDArray[np.float32] = (mean / np.maximum(norm, 1e-12)).astype(np.float32)
     return out
 
 

@@ -21,12 +21,17 @@ from numpy.typing import NDArray
 
 from fuss_ray.config import RunConfig
 from fuss_ray.features.cache import FeatureStore
-from fuss_ray.features.knn import mine_knn, pooled_descriptors
+from fuss_ray.features.knn import image_descriptors, mine_knn
 from fuss_ray.federation.checkpoint import ArrayTree, latest_checkpoint, save_tree
+from fuss_ray.federation.objective import LocalRun
 from fuss_ray.federation.reduction import Reduced, reduce_updates
-from fuss_ray.federation.strategies.base import ClientUpdate, LocalObjective, ModelState
-from fuss_ray.losses import CorrespondenceLoss, cluster_loss, moon_loss, proximal_term
+from fuss_ray.federation.strategies import strategy_for
+from fuss_ray.federation.types import Arrays, Broadcast, ClientUpdate
+from fuss_ray.losses import CorrespondenceLoss, cluster_loss
 from fuss_ray.models.head import FussModel, load_model_state, model_state
+
+CLIENT_GROUP = "client:"  # checkpoint groups: what each client's objective keeps
+_LEGACY_GROUPS = ("states:", "previous:")  # the same, as checkpoints before 0.2 named it
 
 
 @dataclass(frozen=True)
@@ -36,8 +41,6 @@ class HostSpec:
     config: dict[str, Any]
     store_path: str
     clients: dict[int, list[int]]  # client id -> positions in the training feature store
-    objective: LocalObjective
-    federated: bool
     threads: int = 1
     # The run's checkpoints folder: a host (re)started with one restores its clients'
     # persistent state from the newest checkpoint there (a resumed run, a restarted actor).
@@ -45,8 +48,9 @@ class HostSpec:
     # Set where nodes share no file system: the cache's shards in the Ray object store.
     store_refs: list[Any] | None = None
     store_meta: dict[str, Any] | None = None
-    # Set by the canonical benchmark: seeded maps per block of images instead of a cache,
-    # {"seed": int, "num_images": int, "shape": [D, h, w], "block": int}.
+    # Seeded feature maps generated on the host per block of images, instead of a cache:
+    # {"seed": int, "num_images": int, "shape": [D, h, w], "block": int}. For benchmarks
+    # and tests of the executors that need no dataset (see features/generated.py).
     generated: dict[str, Any] | None = None
 
 
@@ -104,14 +108,8 @@ class ClientHost:
         for cid, idx in spec.clients.items():
             arr = np.asarray(idx, dtype=np.int64)
             self.indices[cid] = arr
-            self.knn[cid] = mine_knn(pooled_descriptors(self.store.gather(arr)), k)
-        self.model = build_model(self.config, self.store.feature_dim).to(self.device)
-        # MOON compares with the global model and the client's previous model.
-        self.moon = spec.objective.moon_weight > 0
-        self.ref_global = build_model(self.config, self.store.feature_dim).to(self.device).eval()
-        self.ref_prev = build_model(self.config, self.store.feature_dim).to(self.device).eval()
-        self.states: dict[int, ModelState] = {}  # kept only for local-only training
-        self.previous: dict[int, ModelState] = {}  # kept only for MOON
+            self.knn[cid] = mine_knn(image_descriptors(self.store.gather(arr)), k)
+        self.model = self._fresh_model()
         lc = self.config.loss
         self.loss_fn = CorrespondenceLoss(
             weights=(lc.weights.self_, lc.weights.knn, lc.weights.rand),
@@ -119,17 +117,11 @@ class ClientHost:
             samples=lc.feature_samples,
             permutations=lc.rand_permutations,
         )
-        from fuss_ray.federation.strategies import build_strategy
-
-        # The host's own copy, for the per-client half of aggregation (summands, OT plans).
-        self.strategy = build_strategy(
-            fed.strategy,
-            self.config.seed,
-            fed.server_lr,
-            fed.server_momentum,
-            fed.head_aggregation,
-            fed.trim_fraction,
-        )
+        # The host's own copy of the strategy: its client objective (loss terms, what each
+        # client keeps) and the per-client half of aggregation (summands, OT plans).
+        self.strategy = strategy_for(self.config)
+        self.objective = self.strategy.client_objective()
+        self.kept: dict[int, Arrays] = {}  # what the objective keeps per client
         self.restored_round = 0
         if spec.restore_dir is not None:
             self._restore(Path(spec.restore_dir))
@@ -153,14 +145,20 @@ class ClientHost:
         buffers = ray.get(spec.store_refs)  # zero-copy views of the node's shared memory
         return FeatureStore.from_buffers(Path(spec.store_path), buffers, spec.store_meta)
 
+    def _fresh_model(self) -> FussModel:
+        """A model on this host's device. Its random initial values are drawn from a fork
+        of torch's generator, so that building one (a strategy's reference copy, at a
+        client's first step) never shifts the dropout masks of the training around it."""
+        with torch.random.fork_rng(devices=[]):
+            return build_model(self.config, self.store.feature_dim).to(self.device)
+
     def _restore(self, root: Path) -> None:
         ckpt = latest_checkpoint(root)
         if ckpt is None:
             return
-        for group, state in ckpt.client_tree(sorted(self.indices)).items():
-            kind, _, cid = group.partition(":")
-            target = self.states if kind == "states" else self.previous
-            target[int(cid)] = state
+        for group, arrays in ckpt.client_tree(sorted(self.indices)).items():
+            if group.startswith((CLIENT_GROUP, *_LEGACY_GROUPS)):
+                self.kept[int(group.partition(":")[2])] = arrays
         self.restored_round = ckpt.round
 
     def ready(self) -> int:
@@ -180,10 +178,8 @@ class ClientHost:
         return str(ray.get_runtime_context().get_node_id())
 
     def persistent_state(self) -> ArrayTree:
-        """What the hosted clients carry between rounds, keyed 'states:ID' / 'previous:ID'."""
-        tree: ArrayTree = {f"states:{c}": s for c, s in self.states.items()}
-        tree.update({f"previous:{c}": s for c, s in self.previous.items()})
-        return tree
+        """What the hosted clients carry between rounds, keyed 'client:ID'."""
+        return {f"{CLIENT_GROUP}{c}": arrays for c, arrays in self.kept.items()}
 
     def save(self, directory: str, name: str) -> list[int]:
         """Write this host's clients' persistent state into a checkpoint being built.
@@ -198,11 +194,11 @@ class ClientHost:
         return sorted({int(g.partition(":")[2]) for g in tree})
 
     def train(
-        self, global_state: ModelState, client_ids: list[int], server_round: int
+        self, broadcast: Broadcast, client_ids: list[int], server_round: int
     ) -> list[ClientUpdate]:
         """Run local training for the given clients, in id order."""
         with self._round_features(client_ids):
-            return [self._train_one(cid, global_state, server_round) for cid in sorted(client_ids)]
+            return [self._train_one(cid, broadcast, server_round) for cid in sorted(client_ids)]
 
     def _round_features(self, client_ids: list[int]) -> Any:
         """Online features: extract every image these clients use, batched across them."""
@@ -213,7 +209,7 @@ class ClientHost:
 
     def train_reduced(
         self,
-        global_state: ModelState,
+        broadcast: Broadcast,
         shifts: dict[str, int],
         client_ids: list[int],
         server_round: int,
@@ -227,17 +223,22 @@ class ClientHost:
         max_norm = self.config.federation.max_update_norm
         with self._round_features(client_ids):
             for cid in sorted(client_ids):
-                update = self._train_one(cid, global_state, server_round)
+                update = self._train_one(cid, broadcast, server_round)
                 out = out.merge(
-                    reduce_updates(self.strategy, global_state, shifts, [update], max_norm)
+                    reduce_updates(self.strategy, broadcast.state, shifts, [update], max_norm)
                 )
         return out
 
-    def _train_one(self, cid: int, global_state: ModelState, server_round: int) -> ClientUpdate:
-        cfg, obj = self.config, self.spec.objective
-        start = global_state if self.spec.federated else self.states.get(cid, global_state)
+    def _train_one(self, cid: int, broadcast: Broadcast, server_round: int) -> ClientUpdate:
+        """Local training of one client: L_corr + L_cluster, plus its strategy's objective.
+
+        The objective (`Strategy.client_objective`) chooses the starting state, adds its
+        loss terms, and says what the client keeps for next time and sends besides.
+        """
+        cfg, objective = self.config, self.objective
+        kept = self.kept.get(cid)
         model = self.model
-        load_model_state(model, start)
+        load_model_state(model, objective.start_state(broadcast, kept))
         model.train()
         seed = client_seed(cfg.seed, cid, server_round)
         torch.manual_seed(seed)  # dropout masks
@@ -248,11 +249,10 @@ class ClientHost:
         bsz = min(cfg.train.batch_size, n)
         opt_head = torch.optim.Adam(model.head.parameters(), lr=cfg.train.lr_head)
         opt_cent = torch.optim.Adam([model.centroids], lr=cfg.train.lr_centroids)
-        anchors = [p.detach().clone() for p in model.head.parameters()] if obj.prox_mu > 0 else None
-        moon_prev = self.previous.get(cid) if self.moon else None
-        if moon_prev is not None:
-            load_model_state(self.ref_global, global_state)
-            load_model_state(self.ref_prev, moon_prev)
+        run = LocalRun(
+            cid, model, broadcast, kept, self.device, cfg.train.local_steps, self._fresh_model
+        )
+        objective.begin(run)
         counts = np.zeros(cfg.num_centroids, dtype=np.int64)
         losses: list[float] = []
         for _ in range(cfg.train.local_steps):
@@ -268,30 +268,26 @@ class ClientHost:
             corr, _ = self.loss_fn(x, codes, xk, codes_k, gen)
             clus, assign = cluster_loss(codes, model.centroids)
             loss = corr + cfg.loss.cluster_weight * clus
-            if anchors is not None:
-                loss = loss + proximal_term(model.head.parameters(), anchors, obj.prox_mu)
-            if moon_prev is not None:
-                with torch.no_grad():
-                    z_glob = self.ref_global.head(x).mean(dim=(2, 3))
-                    z_prev = self.ref_prev.head(x).mean(dim=(2, 3))
-                z = codes.mean(dim=(2, 3))
-                loss = loss + obj.moon_weight * moon_loss(z, z_glob, z_prev, obj.moon_tau)
+            extra = objective.term(run, x, codes)
+            if extra is not None:
+                loss = loss + extra
             opt_head.zero_grad(set_to_none=True)
             opt_cent.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
+            objective.after_backward(run)
             opt_head.step()
             opt_cent.step()
             counts += np.bincount(assign.reshape(-1).cpu().numpy(), minlength=cfg.num_centroids)
             losses.append(float(loss.detach()))
         state = model_state(model)
-        if not self.spec.federated:
-            self.states[cid] = state
-        if self.moon:
-            self.previous[cid] = state
+        keep, extras = objective.end(run, state)
+        if keep is not None:
+            self.kept[cid] = keep
         return ClientUpdate(
             client_id=cid,
             num_samples=n,
             state=state,
             occupancy=counts / max(1, counts.sum()),
             loss=float(np.mean(losses)),
+            extras=extras,
         )

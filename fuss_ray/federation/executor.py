@@ -18,7 +18,7 @@ from fuss_ray.config import FederationConfig
 from fuss_ray.errors import SimulationError, UserError
 from fuss_ray.federation.client import ClientHost, HostSpec
 from fuss_ray.federation.reduction import Reduced
-from fuss_ray.federation.strategies.base import ClientUpdate, ModelState
+from fuss_ray.federation.types import Broadcast, ClientUpdate
 
 log = logging.getLogger(__name__)
 
@@ -35,17 +35,20 @@ class FailureReport:
 
 
 class Executor(ABC):
+    """Where client hosts live. The simulation asks an executor only what this declares."""
+
     last_failures: FailureReport = FailureReport()
+    transport: str = "path"  # how hosts reach the training features ("object_store" on Ray)
 
     @abstractmethod
     def train(
-        self, global_state: ModelState, client_ids: list[int], server_round: int
+        self, broadcast: Broadcast, client_ids: list[int], server_round: int
     ) -> list[ClientUpdate]: ...
 
     @abstractmethod
     def train_reduced(
         self,
-        global_state: ModelState,
+        broadcast: Broadcast,
         shifts: dict[str, int],
         client_ids: list[int],
         server_round: int,
@@ -57,6 +60,10 @@ class Executor(ABC):
     @abstractmethod
     def save_clients(self, directory: Path) -> dict[int, str]:
         """Have every host write its clients' persistent state; client id -> file name."""
+
+    def placement(self) -> list[dict[str, Any]]:
+        """Per host: the node it runs on and how many clients it holds (none in-process)."""
+        return []
 
     def shutdown(self) -> None:  # noqa: B027  (optional hook)
         """Release hosts; a no-op where there is nothing to release."""
@@ -70,18 +77,18 @@ class SequentialExecutor(Executor):
         self.total_samples = sum(len(v) for v in spec.clients.values())
 
     def train(
-        self, global_state: ModelState, client_ids: list[int], server_round: int
+        self, broadcast: Broadcast, client_ids: list[int], server_round: int
     ) -> list[ClientUpdate]:
-        return self.host.train(global_state, client_ids, server_round)
+        return self.host.train(broadcast, client_ids, server_round)
 
     def train_reduced(
         self,
-        global_state: ModelState,
+        broadcast: Broadcast,
         shifts: dict[str, int],
         client_ids: list[int],
         server_round: int,
     ) -> Reduced:
-        return self.host.train_reduced(global_state, shifts, client_ids, server_round)
+        return self.host.train_reduced(broadcast, shifts, client_ids, server_round)
 
     def save_clients(self, directory: Path) -> dict[int, str]:
         name = "clients-0000.npz"
@@ -350,29 +357,29 @@ class RayExecutor(Executor):
         return [{"node": n, "clients": c} for n, c in zip(nodes, counts, strict=True)]
 
     def train(
-        self, global_state: ModelState, client_ids: list[int], server_round: int
+        self, broadcast: Broadcast, client_ids: list[int], server_round: int
     ) -> list[ClientUpdate]:
         """Every client's whole update (tests, tools); rounds use `train_reduced`."""
-        batches = self._call("train", global_state, (), client_ids, server_round)
+        batches = self._call("train", broadcast, (), client_ids, server_round)
         return sorted((u for b in batches for u in b), key=lambda u: u.client_id)
 
     def train_reduced(
         self,
-        global_state: ModelState,
+        broadcast: Broadcast,
         shifts: dict[str, int],
         client_ids: list[int],
         server_round: int,
     ) -> Reduced:
         """One message per actor: the global state goes out once, one Reduced comes back."""
         merged = Reduced(shifts=dict(shifts))
-        for part in self._call("train_reduced", global_state, (shifts,), client_ids, server_round):
+        for part in self._call("train_reduced", broadcast, (shifts,), client_ids, server_round):
             merged = merged.merge(part)
         return merged
 
     def _call(
         self,
         method: str,
-        global_state: ModelState,
+        broadcast: Broadcast,
         extra: tuple[Any, ...],
         client_ids: list[int],
         server_round: int,
@@ -381,7 +388,7 @@ class RayExecutor(Executor):
 
         import ray
 
-        ref = ray.put(global_state)
+        ref = ray.put(broadcast)
         per_actor: dict[int, list[int]] = {}
         for c in client_ids:
             per_actor.setdefault(self.owner[c], []).append(c)

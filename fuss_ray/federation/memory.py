@@ -63,19 +63,21 @@ def estimate_memory(
 ) -> MemoryEstimate:
     """What a run with `hosts` client hosts needs at its peak.
 
-    A logical client costs its image positions, its kNN table and, where the strategy keeps
-    state between rounds (MOON, local-only), one model state; a host adds three model
-    copies and one batch's activations to its fixed cost.
+    A logical client costs its image positions, its kNN table and whatever its strategy's
+    objective keeps between rounds (`kept_states` model states: MOON's previous model,
+    local-only's own model, SCAFFOLD's control variate); a host adds three model copies
+    and one batch's activations to its fixed cost.
     """
+    from fuss_ray.federation.strategies import strategy_for
+
+    strategy = strategy_for(config)
     feature_shape = _feature_shape(spec.store_path)
     k = config.loss.knn_k
-    persistent = spec.objective.moon_weight > 0 or not spec.federated
+    kept = strategy.client_objective().kept_states * state_bytes
     client_bytes = 0
     for positions in spec.clients.values():
         n = len(positions)
-        client_bytes += 8 * n * (1 + k) + CLIENT_OVERHEAD
-        if persistent:
-            client_bytes += state_bytes
+        client_bytes += 8 * n * (1 + k) + CLIENT_OVERHEAD + kept
     d, h, w = feature_shape
     batch = 2 * config.train.batch_size * (d + config.model.code_dim) * h * w * 4
     per_host = HOST_PRIVATE + 3 * state_bytes + 8 * batch
@@ -86,7 +88,7 @@ def estimate_memory(
         per_host += ONLINE_BACKBONE + sum(sizes[:per_actor]) * d * h * w * 4
     side = config.features.label_size
     driver = DRIVER + 4 * state_bytes + eval_images * side * side
-    if not spec.federated:
+    if not strategy.federated:
         driver += len(spec.clients) * state_bytes  # the server scores every client's model
     shared = SHARED_LIBS + (RAY_SYSTEM if start_local_ray else 0)
     return MemoryEstimate(hosts, per_host, len(spec.clients), client_bytes, driver, shared)

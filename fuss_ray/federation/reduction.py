@@ -3,7 +3,7 @@
 A round with 1000 clients should not send 1000 model states through the driver. Each host
 (one Ray actor, or the sequential executor's single host) screens its clients' updates and
 folds the accepted ones into one `Reduced`: weighted sums of the arrays the strategy
-averages, plus the few small per-client arrays it needs individually (FedCC's centroids).
+averages, plus the few small arrays it needs client by client (FedCC's centroids).
 
 The sums are kept in int64 fixed point on a grid fixed by the server for the round, so
 adding them is exact integer arithmetic: associative and commutative. Whatever the packing
@@ -19,13 +19,24 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
-if TYPE_CHECKING:
-    from fuss_ray.federation.strategies.base import ClientUpdate, ModelState, Strategy
+from fuss_ray.federation.types import Arrays, ClientUpdate, ModelState
+
+
+class Summation(Protocol):
+    """What reduction asks of a strategy: which arrays each client adds to the sums, which
+    it sends one by one, and the scale of every summed array (see `Strategy`)."""
+
+    def summand_references(self, global_state: ModelState) -> Arrays: ...
+
+    def summed_arrays(self, update: ClientUpdate, global_state: ModelState) -> Arrays: ...
+
+    def per_client_arrays(self, update: ClientUpdate) -> Arrays: ...
+
 
 GROWTH = 2.0**10
 _HEADROOM_BITS = 61  # of int64's 63: room for rounding and a few hosts' worth of slack
@@ -62,7 +73,7 @@ class Reduced:
     weight: int = 0  # sum of accepted clients' samples
     sums: dict[str, NDArray[np.int64]] = field(default_factory=dict)
     shifts: dict[str, int] = field(default_factory=dict)
-    pooled: dict[int, dict[str, NDArray[Any]]] = field(default_factory=dict)
+    per_client: dict[int, Arrays] = field(default_factory=dict)  # arrays kept one by one
     records: list[ClientRecord] = field(default_factory=list)
 
     def add(self, key: str, value: NDArray[Any], weight: int) -> None:
@@ -74,12 +85,12 @@ class Reduced:
             self.sums[key] = term
 
     def merge(self, other: Reduced) -> Reduced:
-        """Exact and order-free: integer sums, and pooled arrays keyed by client."""
+        """Exact and order-free: integer sums, and per-client arrays keyed by client."""
         out = Reduced(self.weight + other.weight, dict(self.sums), dict(self.shifts))
         out.shifts.update(other.shifts)
         for k, v in other.sums.items():
             out.sums[k] = out.sums[k] + v if k in out.sums else v.copy()
-        out.pooled = {**self.pooled, **other.pooled}
+        out.per_client = {**self.per_client, **other.per_client}
         out.records = sorted([*self.records, *other.records], key=lambda r: r.client_id)
         return out
 
@@ -96,16 +107,41 @@ class Reduced:
         return {r.client_id: r.rejected for r in self.records if r.rejected is not None}
 
 
+def screen_updates(
+    global_state: ModelState, updates: list[ClientUpdate], max_norm: float | None
+) -> tuple[list[ClientUpdate], dict[int, str]]:
+    """Drop updates with NaN/Inf values or too far from the global state; say why.
+
+    A rejected update is never aggregated, so one broken or poisoned client cannot move
+    the global model.
+    """
+    kept: list[ClientUpdate] = []
+    rejected: dict[int, str] = {}
+    for u in updates:
+        arrays = [*u.state.values(), *u.extras.values()]
+        if not all(np.isfinite(a).all() for a in arrays) or not np.isfinite(u.loss):
+            rejected[u.client_id] = "non-finite"
+            continue
+        if max_norm is not None:
+            sq = sum(
+                float(np.sum((u.state[k].astype(np.float64) - global_state[k]) ** 2))
+                for k in global_state
+            )
+            if sq**0.5 > max_norm:
+                rejected[u.client_id] = "norm"
+                continue
+        kept.append(u)
+    return kept, rejected
+
+
 def reduce_updates(
-    strategy: Strategy,
+    strategy: Summation,
     global_state: ModelState,
     shifts: dict[str, int],
     updates: list[ClientUpdate],
     max_norm: float | None,
 ) -> Reduced:
     """Screen updates (NaN/Inf, norm, range) and fold the accepted ones into one Reduced."""
-    from fuss_ray.federation.strategies.base import screen_updates
-
     accepted, rejected = screen_updates(global_state, updates, max_norm)
     out = Reduced(shifts=dict(shifts))
     for u in updates:
@@ -121,8 +157,8 @@ def reduce_updates(
             continue
         for key, value in summed.items():
             out.add(key, value, u.num_samples)
-        pooled = strategy.pooled_arrays(u)
-        if pooled:
-            out.pooled[u.client_id] = pooled
+        own = strategy.per_client_arrays(u)
+        if own:
+            out.per_client[u.client_id] = own
         out.weight += u.num_samples
     return out

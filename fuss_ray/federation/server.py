@@ -14,10 +14,12 @@ from fuss_ray.features.cache import FeatureStore
 from fuss_ray.federation.checkpoint import ArrayTree
 from fuss_ray.federation.executor import Executor, FailureReport
 from fuss_ray.federation.reduction import Reduced, grid_shifts
-from fuss_ray.federation.strategies.base import ModelState, Strategy
+from fuss_ray.federation.strategies.base import Strategy
 from fuss_ray.federation.systems import RoundPlan, SystemsModel
+from fuss_ray.federation.types import ModelState
 from fuss_ray.metrics.evaluate import evaluate_state
 from fuss_ray.models.head import FussModel
+from fuss_ray.seeds import Stream, seed_stream
 
 
 def state_bytes(state: ModelState) -> int:
@@ -120,7 +122,7 @@ class Server:
     def __init__(
         self,
         config: RunConfig,
-        strategy: Strategy,
+        strategy: Strategy[Any],
         executor: Executor,
         client_ids: list[int],
         eval_store: FeatureStore,
@@ -131,6 +133,7 @@ class Server:
         self.strategy = strategy
         self.executor = executor
         self.client_ids = sorted(client_ids)
+        strategy.attach(len(self.client_ids), executor.total_samples)
         self.eval_store = eval_store
         self.model = model
         self.state = initial_state
@@ -180,7 +183,7 @@ class Server:
         m = self.target()
         if self.systems is not None:
             m = min(k, math.ceil(m * self.config.systems.over_commit))
-        rng = np.random.default_rng([self.config.seed, server_round, 271828])
+        rng = np.random.default_rng(seed_stream(Stream.SAMPLING, self.config.seed, server_round))
         picked = rng.choice(k, size=m, replace=False)
         return sorted(self.client_ids[int(i)] for i in picked)
 
@@ -230,7 +233,9 @@ class Server:
             self.strategy.summand_references(self.state), self.executor.total_samples
         )
         reduced = (
-            self.executor.train_reduced(self.state, shifts, clients, server_round)
+            self.executor.train_reduced(
+                self.strategy.broadcast(self.state), shifts, clients, server_round
+            )
             if clients
             else Reduced(shifts=shifts)
         )
@@ -244,7 +249,7 @@ class Server:
                 self.state = self.strategy.finish(self.state, reduced, server_round)
         else:
             for rec in accepted:
-                self.client_states[rec.client_id] = reduced.pooled[rec.client_id]
+                self.client_states[rec.client_id] = reduced.per_client[rec.client_id]
         miou, pixel_acc, per_client = self.evaluate()
         return RoundResult(
             round=server_round,

@@ -28,6 +28,7 @@ import numpy as np
 
 from fuss_ray.config import SystemsConfig
 from fuss_ray.errors import UserError
+from fuss_ray.seeds import Stream, seed_stream
 
 KEPT, LATE, EXTRA, DROPPED, UNAVAILABLE = "kept", "late", "extra", "dropped", "unavailable"
 
@@ -86,7 +87,7 @@ class SystemsModel:
             raw = _read_json(cfg.availability_trace, "availability_trace")
             self.windows = {int(k): [(float(a), float(b)) for a, b in v] for k, v in raw.items()}
         for c in client_ids:
-            rng = np.random.default_rng([seed, c, 7_331])
+            rng = np.random.default_rng(seed_stream(Stream.DEVICE, seed, c))
             spread = rng.standard_normal(3)
             if speeds:
                 if str(c) not in speeds:
@@ -105,7 +106,9 @@ class SystemsModel:
                 if a <= start < b:
                     return True, b - start
             return False, 0.0
-        rng = np.random.default_rng([self.seed, client, server_round, 4_242])
+        rng = np.random.default_rng(
+            seed_stream(Stream.AVAILABILITY, self.seed, client, server_round)
+        )
         return bool(rng.random() < self.cfg.availability), math.inf
 
     def plan(
@@ -131,7 +134,7 @@ class SystemsModel:
                 + local_steps * cfg.step_seconds / self.speed[c]
                 + upload_bytes / self.up_rate[c]
             )
-            rng = np.random.default_rng([self.seed, c, server_round, 9_001])
+            rng = np.random.default_rng(seed_stream(Stream.DROPOUT, self.seed, c, server_round))
             if rng.random() < cfg.dropout or finish > left:  # gone before it could upload
                 drafts.append((math.inf, c, DROPPED))
                 continue

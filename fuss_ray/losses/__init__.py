@@ -1,4 +1,8 @@
-"""FUSS's local objective, one loss per module: correspondence, cluster, proximal, MOON."""
+"""STEGO's losses, which every client minimises, one per module: correspondence, cluster.
+
+Terms that a federation strategy adds (FedProx's proximal term, MOON's contrastive term)
+live with their strategy in `fuss_ray.federation.strategies`.
+"""
 
 from fuss_ray.losses.cluster import cluster_loss
 from fuss_ray.losses.correspondence import (
@@ -7,15 +11,11 @@ from fuss_ray.losses.correspondence import (
     derangement,
     sample_at,
 )
-from fuss_ray.losses.moon import moon_loss
-from fuss_ray.losses.proximal import proximal_term
 
 __all__ = [
     "CorrespondenceLoss",
     "cluster_loss",
     "correspondence_term",
     "derangement",
-    "moon_loss",
-    "proximal_term",
     "sample_at",
 ]

@@ -2,29 +2,40 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 import yaml
+from numpy.typing import NDArray
 
 from fuss_ray.config import RunConfig
 from fuss_ray.data.base import resize_center_crop
+from fuss_ray.features.cache import FeatureStore
 from fuss_ray.io import atomic_path
 from fuss_ray.metrics.evaluate import evaluate_state
-from fuss_ray.models.head import load_model_state
+from fuss_ray.models.head import FussModel, ModelState, load_model_state
 from fuss_ray.tracking.plots import convergence_plot, overlay_grid
 
-if TYPE_CHECKING:
-    from fuss_ray.federation.server import Server
-    from fuss_ray.simulation import Prepared
+
+@dataclass
+class ArtifactInputs:
+    """What a finished run's files are drawn from, as plain data."""
+
+    client_rows: list[dict[str, Any]]  # one row of clients.parquet per client
+    model: FussModel
+    state: ModelState  # the model shown in the overlays and saved as final_state.npz
+    eval_store: FeatureStore
+    eval_image: Callable[[int], NDArray[np.uint8]]  # an evaluation image, RGB
 
 
 def write_artifacts(
-    out_dir: Path, config: RunConfig, summary: dict[str, Any], server: Server, prepared: Prepared
+    out_dir: Path, config: RunConfig, summary: dict[str, Any], inputs: ArtifactInputs
 ) -> list[Path]:
     """Config, manifest, plots, per-client table and final state; all written atomically."""
     paths = []
@@ -42,53 +53,37 @@ def write_artifacts(
     paths.append(plot)
 
     if config.tracking.overlays > 0:
-        paths.append(_overlays(out_dir / "overlays.png", config, server, prepared))
+        paths.append(_overlays(out_dir / "overlays.png", config, inputs))
 
-    per_client = {c["client_id"]: c for c in summary["final"].get("per_client", [])}
-    rows = []
-    for cid, idx in enumerate(prepared.partition.clients):
-        hist = prepared.histograms[idx].sum(axis=0)
-        rows.append(
-            {
-                "client_id": cid,
-                "num_images": len(idx),
-                "dominant_class": int(hist.argmax()),
-                "dominant_share": float(hist.max() / max(1, hist.sum())),
-                "rounds_participated": server.participation.get(cid, 0),
-                "last_loss": server.last_loss.get(cid, float("nan")),
-                "miou": per_client.get(cid, {}).get("miou", float("nan")),
-            }
-        )
     table = out_dir / "clients.parquet"
     with atomic_path(table) as tmp:
-        pq.write_table(pa.Table.from_pylist(rows), tmp)
+        pq.write_table(pa.Table.from_pylist(inputs.client_rows), tmp)
     paths.append(table)
 
     state_path = out_dir / "final_state.npz"
     with atomic_path(state_path) as tmp, tmp.open("wb") as fh:
-        np.savez(fh, **server.state)  # type: ignore[arg-type]
+        np.savez(fh, **inputs.state)  # type: ignore[arg-type]
     paths.append(state_path)
     return paths
 
 
-def _overlays(path: Path, config: RunConfig, server: Server, prepared: Prepared) -> Path:
+def _overlays(path: Path, config: RunConfig, inputs: ArtifactInputs) -> Path:
     """Predicted segments of the first evaluation images, coloured by matched class."""
-    store, evaluation = prepared.eval_store, prepared.evaluation
+    store, model, state = inputs.eval_store, inputs.model, inputs.state
     n = min(config.tracking.overlays, len(store))
-    state = server.state if server.strategy.federated else server.client_states.get(0, server.state)
-    scores = evaluate_state(server.model, state, store, config.data.num_classes)
+    scores = evaluate_state(model, state, store, config.data.num_classes)
     mapping = scores["mapping"]
     lookup = np.full(config.num_centroids, 255, dtype=np.int64)
     for cluster, cls in mapping.items():
         lookup[cluster] = cls
-    load_model_state(server.model, state)
+    load_model_state(model, state)
     side = int(store.meta["label_size"])
     idx = np.arange(n)
-    device = server.model.centroids.device
+    device = model.centroids.device
     with torch.no_grad():
         features = torch.from_numpy(store.gather(idx)).to(device)
-        pred = server.model.predict(features, size=side).cpu().numpy()
-    images = [resize_center_crop(evaluation.image(i), side) for i in range(n)]
+        pred = model.predict(features, size=side).cpu().numpy()
+    images = [resize_center_crop(inputs.eval_image(i), side) for i in range(n)]
     truths = [store.label(i) for i in range(n)]
     overlay_grid(images, truths, [lookup[p] for p in pred], path)
     return path

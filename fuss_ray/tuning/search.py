@@ -23,6 +23,7 @@ from fuss_ray.config import (
     RunConfig,
     absolute_uri,
     apply_override,
+    format_validation_error,
     load_config,
     resolve_path,
     resolve_paths,
@@ -84,12 +85,6 @@ class SearchSpec(BaseModel):
     )
 
 
-def _error_line(err: ValidationError, source: str) -> str:
-    first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"])
-    return f"{source}: {loc}: {first['msg'].removeprefix('Value error, ')}"
-
-
 SEARCH_PREFIX = "search."
 
 
@@ -136,7 +131,7 @@ def load_search(
     try:
         spec = SearchSpec.model_validate(tree)
     except ValidationError as err:
-        raise UserError(_error_line(err, str(path))) from None
+        raise UserError(format_validation_error(err, str(path))) from None
     resolved = resolve_paths(validate_config(spec.base, f"{path}: base"), base_dir)
     spec.base = resolved.to_dict()
     spec.search.storage = absolute_uri(spec.search.storage, base_dir)
@@ -167,12 +162,12 @@ def trial_config(
 
 def trial_bundles(config: RunConfig, server_cpus: float) -> list[dict[str, float]]:
     """The placement-group bundles a trial needs: its server, then one per client actor."""
-    fed = config.federation
-    clients = (
-        1 if config.federation.strategy["name"] == "centralized" else config.partition.num_clients
-    )
-    actors = math.ceil(clients / fed.clients_per_actor) if fed.executor == "ray" else 0
     from fuss_ray.federation.executor import actor_bundle
+    from fuss_ray.simulation import simulated_clients
+
+    fed = config.federation
+    clients = simulated_clients(config)
+    actors = math.ceil(clients / fed.clients_per_actor) if fed.executor == "ray" else 0
 
     actor = actor_bundle(fed) or {"CPU": fed.num_cpus}
     return [{"CPU": server_cpus}] + [dict(actor) for _ in range(actors)]

@@ -1,6 +1,6 @@
 import numpy as np
 
-from fuss_ray.features.knn import mine_knn, pooled_descriptors
+from fuss_ray.features.knn import image_descriptors, mine_knn
 
 
 def test_neighbours_by_cosine_excluding_self() -> None:
@@ -12,8 +12,8 @@ def test_neighbours_by_cosine_excluding_self() -> None:
     assert mine_knn(d[:1], 2).tolist() == [[0]]  # alone: itself
 
 
-def test_pooled_descriptors_are_unit_norm() -> None:
+def test_image_descriptors_are_unit_norm() -> None:
     f = np.random.default_rng(0).normal(size=(3, 5, 4, 4)).astype(np.float32)
-    p = pooled_descriptors(f)
+    p = image_descriptors(f)
     assert np.allclose(np.linalg.norm(p, axis=1), 1.0, atol=1e-6)
     assert np.allclose(p[0], f[0].mean((1, 2)) / np.linalg.norm(f[0].mean((1, 2))), atol=1e-6)

@@ -16,6 +16,7 @@ from fuss_ray.federation.executor import (
     pack_clients,
 )
 from fuss_ray.federation.strategies import ClientUpdate, build_strategy
+from fuss_ray.federation.types import Broadcast
 from fuss_ray.simulation import host_spec, initial_state, prepare
 
 from ..conftest import tiny_config_dict
@@ -24,8 +25,7 @@ from ..conftest import tiny_config_dict
 def _spec(cache_dir: Path, strategy: str = "fuss-maximin") -> tuple[HostSpec, dict]:  # type: ignore[type-arg]
     cfg = validate_config(tiny_config_dict(cache_dir, **{"federation.strategy": strategy}))
     prep = prepare(cfg, show_progress=False)
-    s = build_strategy(cfg.federation.strategy, cfg.seed)
-    spec = host_spec(cfg, prep, s)
+    spec = host_spec(cfg, prep)
     return spec, initial_state(cfg, prep.train_store.feature_dim)
 
 
@@ -45,8 +45,8 @@ def test_ray_matches_sequential_bit_for_bit(cache_dir: Path, ray_session: None) 
         strategy = build_strategy({"name": "moon"}, 0)
         s_seq, s_par = dict(state), dict(state)
         for r in (1, 2):
-            u_seq = seq.train(s_seq, [0, 1, 2, 3], r)
-            u_par = par.train(s_par, [3, 1, 0, 2], r)
+            u_seq = seq.train(Broadcast(s_seq), [0, 1, 2, 3], r)
+            u_par = par.train(Broadcast(s_par), [3, 1, 0, 2], r)
             assert [u.client_id for u in u_par] == [0, 1, 2, 3]
             for a, b in zip(u_seq, u_par, strict=True):
                 assert a.loss == b.loss

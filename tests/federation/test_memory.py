@@ -21,20 +21,19 @@ from fuss_ray.federation.memory import (
     estimate_memory,
     memory_limit,
 )
-from fuss_ray.federation.strategies.base import LocalObjective
 
 from ..conftest import tiny_config_dict
 
 
-def _spec(tmp_path: Path, clients: dict[int, list[int]], moon: bool) -> HostSpec:
+def _spec(tmp_path: Path, clients: dict[int, list[int]]) -> HostSpec:
     (tmp_path / "meta.json").write_text(json.dumps({"feature_shape": [10, 2, 2]}))
-    objective = LocalObjective(moon_weight=1.0 if moon else 0.0)
-    return HostSpec({}, str(tmp_path), clients, objective, federated=True)
+    return HostSpec({}, str(tmp_path), clients)
 
 
 def test_estimate_adds_up_by_hand(tmp_path: Path) -> None:
-    cfg = validate_config(tiny_config_dict(tmp_path))  # knn_k 2, batch 4, code_dim 8
-    spec = _spec(tmp_path, {0: [0, 1, 2], 1: [3, 4, 5, 6, 7]}, moon=True)
+    # knn_k 2, batch 4, code_dim 8
+    cfg = validate_config(tiny_config_dict(tmp_path, **{"federation.strategy": "moon"}))
+    spec = _spec(tmp_path, {0: [0, 1, 2], 1: [3, 4, 5, 6, 7]})
     est = estimate_memory(cfg, spec, hosts=2, state_bytes=1000, eval_images=8, start_local_ray=True)
     # positions + 2 kNN partners per image, 8 bytes each; MOON keeps one state per client
     assert est.client_bytes == (8 * 3 * 3 + 8 * 5 * 3) + 2 * CLIENT_OVERHEAD + 2 * 1000
@@ -43,14 +42,15 @@ def test_estimate_adds_up_by_hand(tmp_path: Path) -> None:
     assert est.driver == DRIVER + 4 * 1000 + 8 * 32 * 32
     assert est.shared == SHARED_LIBS + RAY_SYSTEM
     assert est.total == 2 * est.per_host + est.client_bytes + est.driver + est.shared
-    plain = estimate_memory(cfg, _spec(tmp_path, spec.clients, moon=False), 2, 1000, 8, False)
+    stateless = validate_config(tiny_config_dict(tmp_path))  # fuss-maximin keeps nothing
+    plain = estimate_memory(stateless, _spec(tmp_path, spec.clients), 2, 1000, 8, False)
     assert est.client_bytes - plain.client_bytes == 2 * 1000
     assert plain.shared == SHARED_LIBS
 
 
 def test_a_thousand_single_client_actors_do_not_fit_here(tmp_path: Path) -> None:
     cfg = validate_config(tiny_config_dict(tmp_path, **{"federation.executor": "ray"}))
-    spec = _spec(tmp_path, {c: [c] for c in range(1000)}, moon=False)
+    spec = _spec(tmp_path, {c: [c] for c in range(1000)})
     est = estimate_memory(
         cfg, spec, hosts=1000, state_bytes=10_000, eval_images=8, start_local_ray=True
     )

@@ -79,7 +79,7 @@ def test_grid_cannot_overflow_and_diverged_updates_are_rejected() -> None:
 def test_every_strategy_reduces_and_merges() -> None:
     for name in sorted(STRATEGIES):
         strategy = build_strategy({"name": name}, 0)
-        ups = _updates(1 if strategy.pooled else 4)
+        ups = _updates(1 if strategy.pools_data else 4)
         out = strategy.aggregate(GLOBAL, ups, 1)
         assert set(out) == set(GLOBAL) and all(np.isfinite(v).all() for v in out.values())
 

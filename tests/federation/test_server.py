@@ -10,7 +10,7 @@ from fuss_ray.federation.executor import Executor, SequentialExecutor
 from fuss_ray.federation.reduction import Reduced, reduce_updates
 from fuss_ray.federation.server import Server
 from fuss_ray.federation.strategies import ClientUpdate, build_strategy
-from fuss_ray.federation.strategies.base import ModelState
+from fuss_ray.federation.types import Broadcast
 from fuss_ray.simulation import host_spec, initial_state, prepare
 
 from ..conftest import tiny_config_dict
@@ -24,9 +24,9 @@ class PoisonedExecutor(Executor):
         self.total_samples = inner.total_samples
 
     def train(
-        self, global_state: ModelState, client_ids: list[int], server_round: int
+        self, broadcast: Broadcast, client_ids: list[int], server_round: int
     ) -> list[ClientUpdate]:
-        updates = self.inner.train(global_state, client_ids, server_round)
+        updates = self.inner.train(broadcast, client_ids, server_round)
         for u in updates:
             if u.client_id == 1:
                 u.state = {k: np.full_like(v, np.nan) for k, v in u.state.items()}
@@ -34,13 +34,13 @@ class PoisonedExecutor(Executor):
 
     def train_reduced(
         self,
-        global_state: ModelState,
+        broadcast: Broadcast,
         shifts: dict[str, int],
         client_ids: list[int],
         server_round: int,
     ) -> Reduced:
-        updates = self.train(global_state, client_ids, server_round)
-        return reduce_updates(self.inner.host.strategy, global_state, shifts, updates, None)
+        updates = self.train(broadcast, client_ids, server_round)
+        return reduce_updates(self.inner.host.strategy, broadcast.state, shifts, updates, None)
 
     def save_clients(self, directory: Path) -> dict[int, str]:
         return self.inner.save_clients(directory)
@@ -50,7 +50,7 @@ def test_nan_client_does_not_change_the_global_model(cache_dir: Path) -> None:
     cfg = validate_config(tiny_config_dict(cache_dir, **{"federation.strategy": "fedavg"}))
     prep = prepare(cfg, show_progress=False)
     strategy = build_strategy(cfg.federation.strategy, cfg.seed)
-    spec = host_spec(cfg, prep, strategy)
+    spec = host_spec(cfg, prep)
     start = initial_state(cfg, prep.train_store.feature_dim)
     model = build_model(cfg, prep.train_store.feature_dim)
     server = Server(
@@ -67,7 +67,7 @@ def test_nan_client_does_not_change_the_global_model(cache_dir: Path) -> None:
     assert result.metrics()["rejected_updates"] == 1.0
     assert all(np.isfinite(v).all() for v in server.state.values())
     # Exactly what the three healthy clients alone would have produced.
-    honest = SequentialExecutor(spec).train(start, [0, 2, 3], 1)
+    honest = SequentialExecutor(spec).train(Broadcast(start), [0, 2, 3], 1)
     expected = build_strategy(cfg.federation.strategy, cfg.seed).aggregate(start, honest, 1)
     for k in expected:
         assert np.array_equal(server.state[k], expected[k]), k

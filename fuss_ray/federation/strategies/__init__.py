@@ -1,30 +1,32 @@
-"""Federation strategies, one class per module, found by name through the registry."""
+"""Federation strategies, one class per module, found by name through the registry.
 
-from fuss_ray.federation.strategies import (  # noqa: F401  (registration side effects)
-    centralized,
-    fedavg,
-    fedcc,
-    fedprox,
-    local,
-    moon,
-    ot_match,
-)
+Every module of this package is imported here, so a new strategy is one new file;
+strategies of other installed packages join through the `fuss_ray.strategies` entry-point
+group (see `fuss_ray.plugins`).
+"""
+
+import importlib
+import pkgutil
+
 from fuss_ray.federation.strategies.base import (
     STRATEGIES,
     ClientUpdate,
-    LocalObjective,
     Strategy,
+    StrategyParams,
     build_strategy,
     register_strategy,
-    strategy_params,
+    strategy_for,
 )
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
     "STRATEGIES",
     "ClientUpdate",
-    "LocalObjective",
     "Strategy",
+    "StrategyParams",
     "build_strategy",
     "register_strategy",
-    "strategy_params",
+    "strategy_for",
 ]

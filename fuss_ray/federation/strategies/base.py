@@ -9,17 +9,31 @@ centroids are where strategies differ, because they are permutation-ambiguous.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
+from fuss_ray.federation.objective import ClientObjective
 from fuss_ray.federation.reduction import Reduced, grid_shifts, reduce_updates
+from fuss_ray.federation.types import CENTROIDS, Arrays, Broadcast, ClientUpdate, ModelState
+from fuss_ray.plugins import STRATEGIES
 
-ModelState = dict[str, NDArray[np.float32]]
-CENTROIDS = "centroids"
+if TYPE_CHECKING:
+    from fuss_ray.config import RunConfig
+
+__all__ = [
+    "CENTROIDS",
+    "STRATEGIES",
+    "ClientUpdate",
+    "ModelState",
+    "Strategy",
+    "StrategyParams",
+    "build_strategy",
+    "register_strategy",
+    "strategy_for",
+]
 
 
 class StrategyParams(BaseModel):
@@ -29,46 +43,33 @@ class StrategyParams(BaseModel):
     name: str
 
 
-@dataclass(frozen=True)
-class LocalObjective:
-    """Extra terms a strategy asks clients to add to L_corr + L_cluster."""
-
-    prox_mu: float = 0.0
-    moon_weight: float = 0.0
-    moon_tau: float = 0.5
+P = TypeVar("P", bound=StrategyParams)
 
 
-@dataclass
-class ClientUpdate:
-    """What a client returns after local training."""
-
-    client_id: int
-    num_samples: int
-    state: ModelState
-    occupancy: NDArray[np.float64]  # share of its pixels assigned to each centroid
-    loss: float
-    stats: dict[str, float] = field(default_factory=dict)
-
-
-class Strategy(ABC):
+class Strategy(ABC, Generic[P]):
     """Base strategy: FedAvg of the head; subclasses choose the centroid merge.
 
-    Aggregation is split in two so that hosts can do most of it: on each host,
-    `summed_arrays` and `pooled_arrays` say what each accepted client contributes (arrays to be
-    weighted-summed, arrays kept per client), and `reduction.reduce_updates` folds them
-    into one `Reduced`; on the server, `finish` turns the merged `Reduced` into the next
-    global state. A new strategy names its centroid summands or pooled arrays and writes
-    `reduce_centroids`.
+    A strategy owns both halves of federated training:
+    - the client's: `client_objective()` returns the hooks that add loss terms, a starting
+      point and per-client state to local training (see `fuss_ray.federation.objective`),
+      and `broadcast()` what the server sends with the global state;
+    - the server's: aggregation is split so that hosts do most of it. On each host,
+      `summed_arrays` and `per_client_arrays` say what each accepted client contributes
+      (arrays to be weighted-summed, arrays kept client by client) and
+      `reduction.reduce_updates` folds them into one `Reduced`; on the server, `finish`
+      turns the merged `Reduced` into the next global state.
+    A new strategy is one module in this package (or in a plugin, see `fuss_ray.plugins`):
+    its `Params`, its `reduce_centroids`, and whichever hooks it needs.
     """
 
     name: ClassVar[str]
     Params: ClassVar[type[StrategyParams]]
     federated: ClassVar[bool] = True  # False: clients keep their own state (local-only)
-    pooled: ClassVar[bool] = False  # True: all training data on one client (centralised)
+    pools_data: ClassVar[bool] = False  # True: all training data on one client (centralised)
 
     def __init__(
         self,
-        params: StrategyParams,
+        params: P,
         seed: int = 0,
         server_lr: float = 1.0,
         server_momentum: float = 0.0,
@@ -81,10 +82,22 @@ class Strategy(ABC):
         self.server_momentum = server_momentum
         self.head_aggregation = head_aggregation
         self.trim_fraction = trim_fraction
+        self.num_clients = 0  # the federation's size and data, once the server attaches
+        self.total_samples = 0
         self._velocity: dict[str, NDArray[np.float64]] = {}
 
-    def local_objective(self) -> LocalObjective:
-        return LocalObjective()
+    def attach(self, num_clients: int, total_samples: int) -> None:
+        """Told by the server once: how many clients and training images exist in all."""
+        self.num_clients = num_clients
+        self.total_samples = total_samples
+
+    def client_objective(self) -> ClientObjective:
+        """The hooks of local training (one instance per client host)."""
+        return ClientObjective()
+
+    def broadcast(self, state: ModelState) -> Broadcast:
+        """What the server sends each sampled client this round."""
+        return Broadcast(state)
 
     def state_dict(self) -> dict[str, NDArray[Any]]:
         """What the strategy carries between rounds (FedAvgM velocity), for checkpoints.
@@ -114,7 +127,7 @@ class Strategy(ABC):
         """Per client: centroid arrays to be weighted-summed (keys of centroid_references)."""
         return {}
 
-    def centroid_pooled(self, update: ClientUpdate) -> dict[str, NDArray[Any]]:
+    def centroid_per_client(self, update: ClientUpdate) -> Arrays:
         """Per client: small centroid arrays the server needs one by one (FedCC's pool)."""
         return {}
 
@@ -141,11 +154,11 @@ class Strategy(ABC):
         out.update(self.centroid_summands(global_state[CENTROIDS], update))
         return out
 
-    def pooled_arrays(self, update: ClientUpdate) -> dict[str, NDArray[Any]]:
-        out: dict[str, NDArray[Any]] = {}
+    def per_client_arrays(self, update: ClientUpdate) -> Arrays:
+        out: Arrays = {}
         if not self.reducible_head():
             out.update({k: v for k, v in update.state.items() if k != CENTROIDS})
-        out.update(self.centroid_pooled(update))
+        out.update(self.centroid_per_client(update))
         return out
 
     def _combine_head(self, arrays: list[NDArray[np.float32]]) -> NDArray[np.float32]:
@@ -180,7 +193,7 @@ class Strategy(ABC):
         momentum (FedAvgM); lr 1 and momentum 0 is plain FedAvg.
         """
         kept = {r.client_id for r in reduced.accepted()}
-        ids = sorted(c for c in reduced.pooled if c in kept)
+        ids = sorted(c for c in reduced.per_client if c in kept)
         new: ModelState = {}
         for key, old in global_state.items():
             if key == CENTROIDS:
@@ -188,7 +201,7 @@ class Strategy(ABC):
             if self.reducible_head():
                 avg = reduced.mean(key)
             else:
-                avg = self._combine_head([reduced.pooled[c][key] for c in ids])
+                avg = self._combine_head([reduced.per_client[c][key] for c in ids])
             if self.server_lr == 1.0 and self.server_momentum == 0.0:
                 new[key] = avg
                 continue
@@ -202,30 +215,12 @@ class Strategy(ABC):
         return new
 
 
-_S = TypeVar("_S", bound=type[Strategy])
-STRATEGIES: dict[str, type[Strategy]] = {}
+_S = TypeVar("_S", bound=type[Strategy[Any]])
 
 
 def register_strategy(cls: _S) -> _S:
     """Class decorator: make a strategy available by its `name` in configs."""
-    STRATEGIES[cls.name] = cls
-    return cls
-
-
-def strategy_params(raw: dict[str, Any]) -> dict[str, Any]:
-    """Validate a config's strategy section against that strategy's own params model."""
-    name = raw.get("name")
-    if name not in STRATEGIES:
-        known = ", ".join(sorted(STRATEGIES))
-        raise ValueError(f"strategy.name must be one of: {known} (got {name!r})")
-    try:
-        return STRATEGIES[name].Params.model_validate(raw).model_dump()
-    except ValidationError as err:
-        first = err.errors()[0]
-        key = ".".join(str(p) for p in first["loc"])
-        if first["type"] == "extra_forbidden":
-            raise ValueError(f"strategy '{name}' has no setting '{key}'") from None
-        raise ValueError(f"strategy.{key}: {first['msg']} (got {first.get('input')!r})") from None
+    return STRATEGIES.register(cls)  # type: ignore[no-any-return]
 
 
 def build_strategy(
@@ -235,33 +230,23 @@ def build_strategy(
     server_momentum: float = 0.0,
     head_aggregation: str = "mean",
     trim_fraction: float = 0.1,
-) -> Strategy:
+) -> Strategy[Any]:
     cls = STRATEGIES[raw["name"]]
     params = cls.Params.model_validate(raw)
-    return cls(params, seed, server_lr, server_momentum, head_aggregation, trim_fraction)
+    strategy: Strategy[Any] = cls(
+        params, seed, server_lr, server_momentum, head_aggregation, trim_fraction
+    )
+    return strategy
 
 
-def screen_updates(
-    global_state: ModelState, updates: list[ClientUpdate], max_norm: float | None
-) -> tuple[list[ClientUpdate], dict[int, str]]:
-    """Drop updates with NaN/Inf values or too far from the global state; say why.
-
-    A rejected update is never aggregated, so one broken or poisoned client cannot move
-    the global model.
-    """
-    kept: list[ClientUpdate] = []
-    rejected: dict[int, str] = {}
-    for u in updates:
-        if not all(np.isfinite(u.state[k]).all() for k in u.state) or not np.isfinite(u.loss):
-            rejected[u.client_id] = "non-finite"
-            continue
-        if max_norm is not None:
-            sq = sum(
-                float(np.sum((u.state[k].astype(np.float64) - global_state[k]) ** 2))
-                for k in global_state
-            )
-            if sq**0.5 > max_norm:
-                rejected[u.client_id] = "norm"
-                continue
-        kept.append(u)
-    return kept, rejected
+def strategy_for(config: RunConfig) -> Strategy[Any]:
+    """The strategy a run config names, with its federation's server settings."""
+    fed = config.federation
+    return build_strategy(
+        fed.strategy,
+        config.seed,
+        fed.server_lr,
+        fed.server_momentum,
+        fed.head_aggregation,
+        fed.trim_fraction,
+    )

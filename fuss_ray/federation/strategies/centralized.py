@@ -22,18 +22,18 @@ class CentralizedParams(StrategyParams):
 
 
 @register_strategy
-class Centralized(Strategy):
+class Centralized(Strategy[CentralizedParams]):
     """One client holds everything; a round is simply `local_steps` more steps on it."""
 
     name = "centralized"
     Params = CentralizedParams
-    pooled = True
+    pools_data = True
 
-    def centroid_pooled(self, update: ClientUpdate) -> dict[str, NDArray[Any]]:
+    def centroid_per_client(self, update: ClientUpdate) -> dict[str, NDArray[Any]]:
         return {CENTROIDS: update.state[CENTROIDS]}
 
     def reduce_centroids(
         self, global_centroids: NDArray[np.float32], reduced: Reduced, server_round: int
     ) -> NDArray[np.float32]:
-        (only,) = reduced.pooled.values()
+        (only,) = reduced.per_client.values()
         return only[CENTROIDS]

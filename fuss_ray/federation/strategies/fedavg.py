@@ -11,22 +11,19 @@ from fuss_ray.federation.reduction import Reduced
 from fuss_ray.federation.strategies.base import (
     CENTROIDS,
     ClientUpdate,
+    P,
     Strategy,
     StrategyParams,
     register_strategy,
 )
 
 
-class FedAvgParams(StrategyParams):
-    name: Literal["fedavg"] = "fedavg"
+class IndexAveraging(Strategy[P]):
+    """Index-wise centroid averaging: it ignores that centroid k may mean different things.
 
-
-@register_strategy
-class FedAvg(Strategy):
-    """Index-wise centroid averaging: it ignores that centroid k may mean different things."""
-
-    name = "fedavg"
-    Params = FedAvgParams
+    The aggregation of FedAvg and of the baselines that change only the client's side
+    (FedProx, MOON, SCAFFOLD).
+    """
 
     def centroid_references(self, global_centroids: NDArray[np.float32]) -> dict[str, Any]:
         return {CENTROIDS: global_centroids}
@@ -40,3 +37,15 @@ class FedAvg(Strategy):
         self, global_centroids: NDArray[np.float32], reduced: Reduced, server_round: int
     ) -> NDArray[np.float32]:
         return reduced.mean(CENTROIDS)
+
+
+class FedAvgParams(StrategyParams):
+    name: Literal["fedavg"] = "fedavg"
+
+
+@register_strategy
+class FedAvg(IndexAveraging[FedAvgParams]):
+    """Everything averaged, weighted by the clients' image counts."""
+
+    name = "fedavg"
+    Params = FedAvgParams

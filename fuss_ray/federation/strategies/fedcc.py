@@ -12,28 +12,29 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 from pydantic import Field
-from scipy.cluster.vq import kmeans2
 
 from fuss_ray.federation.reduction import Reduced
 from fuss_ray.federation.strategies.base import (
     CENTROIDS,
     ClientUpdate,
+    P,
     Strategy,
     StrategyParams,
     register_strategy,
 )
+from fuss_ray.seeds import Stream, seed_stream
 
 
 def centroid_pool(reduced: Reduced) -> NDArray[np.float64]:
     """All accepted clients' centroids, client-major by id: row k*C + c is k's centroid c."""
     ids = sorted(r.client_id for r in reduced.accepted())
-    return np.concatenate([reduced.pooled[c][CENTROIDS].astype(np.float64) for c in ids])
+    return np.concatenate([reduced.per_client[c][CENTROIDS].astype(np.float64) for c in ids])
 
 
-class _Pooling(Strategy):
+class _FromThePool(Strategy[P]):
     """Strategies that need every client's centroids one by one (they are small)."""
 
-    def centroid_pooled(self, update: ClientUpdate) -> dict[str, NDArray[Any]]:
+    def centroid_per_client(self, update: ClientUpdate) -> dict[str, NDArray[Any]]:
         return {CENTROIDS: update.state[CENTROIDS]}
 
 
@@ -53,7 +54,7 @@ class MaximinParams(StrategyParams):
 
 
 @register_strategy
-class FussMaximin(_Pooling):
+class FussMaximin(_FromThePool[MaximinParams]):
     """FedCC with maximin selection (the FUSS default)."""
 
     name = "fuss-maximin"
@@ -73,7 +74,7 @@ class KMeansParams(StrategyParams):
 
 
 @register_strategy
-class FussKMeans(_Pooling):
+class FussKMeans(_FromThePool[KMeansParams]):
     """FedCC with k-means on the pool; seeded, so rounds are reproducible."""
 
     name = "fuss-kmeans"
@@ -82,11 +83,12 @@ class FussKMeans(_Pooling):
     def reduce_centroids(
         self, global_centroids: NDArray[np.float32], reduced: Reduced, server_round: int
     ) -> NDArray[np.float32]:
-        assert isinstance(self.params, KMeansParams)
+        from scipy.cluster.vq import kmeans2
+
         pool = centroid_pool(reduced)
         count = len(global_centroids)
         if len(pool) <= count:
             return pool[:count].astype(np.float32) if len(pool) == count else global_centroids
-        rng = np.random.default_rng([self.seed, server_round, 31337])
+        rng = np.random.default_rng(seed_stream(Stream.KMEANS, self.seed, server_round))
         centres, _ = kmeans2(pool, count, iter=self.params.iterations, minit="++", seed=rng)
         return np.asarray(centres, dtype=np.float32)

@@ -2,12 +2,41 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Literal
 
+import torch
 from pydantic import Field
 
-from fuss_ray.federation.strategies.base import LocalObjective, StrategyParams, register_strategy
-from fuss_ray.federation.strategies.fedavg import FedAvg
+from fuss_ray.federation.objective import ClientObjective, LocalRun
+from fuss_ray.federation.strategies.base import StrategyParams, register_strategy
+from fuss_ray.federation.strategies.fedavg import IndexAveraging
+
+
+def proximal_term(
+    params: Iterable[torch.Tensor], anchors: Iterable[torch.Tensor], mu: float
+) -> torch.Tensor:
+    """(mu / 2) * sum ||theta - theta_global||^2."""
+    terms = [(p - a.detach()).pow(2).sum() for p, a in zip(params, anchors, strict=True)]
+    return 0.5 * mu * torch.stack(terms).sum()
+
+
+class Proximal(ClientObjective):
+    """Keeps the head near the global one it started from, against drift under skew."""
+
+    def __init__(self, mu: float) -> None:
+        self.mu = mu
+        self.anchors: list[torch.Tensor] = []
+
+    def begin(self, run: LocalRun) -> None:
+        self.anchors = [p.detach().clone() for p in run.model.head.parameters()]
+
+    def term(
+        self, run: LocalRun, features: torch.Tensor, codes: torch.Tensor
+    ) -> torch.Tensor | None:
+        if self.mu <= 0:
+            return None
+        return proximal_term(run.model.head.parameters(), self.anchors, self.mu)
 
 
 class FedProxParams(StrategyParams):
@@ -16,12 +45,11 @@ class FedProxParams(StrategyParams):
 
 
 @register_strategy
-class FedProx(FedAvg):
+class FedProx(IndexAveraging[FedProxParams]):
     """Clients minimise their loss + (mu/2)||theta - theta_global||^2 (mu = 0.001 in FUSS)."""
 
     name = "fedprox"
-    Params = FedProxParams  # type: ignore[assignment]
+    Params = FedProxParams
 
-    def local_objective(self) -> LocalObjective:
-        assert isinstance(self.params, FedProxParams)
-        return LocalObjective(prox_mu=self.params.mu)
+    def client_objective(self) -> Proximal:
+        return Proximal(self.params.mu)

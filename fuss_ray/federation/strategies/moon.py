@@ -1,13 +1,74 @@
-"""MOON: FedAvg aggregation plus a model-contrastive term in the local objective."""
+"""MOON: FedAvg aggregation plus a model-contrastive term in the local objective.
+
+The local representation is pulled toward the global model's and pushed from the client's
+previous local model's, which counters client drift without sharing data. Codes are
+pooled over the image to one vector per image before they are compared.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
+import torch
+import torch.nn.functional as F
 from pydantic import Field
 
-from fuss_ray.federation.strategies.base import LocalObjective, StrategyParams, register_strategy
-from fuss_ray.federation.strategies.fedavg import FedAvg
+from fuss_ray.federation.objective import ClientObjective, LocalRun
+from fuss_ray.federation.strategies.base import StrategyParams, register_strategy
+from fuss_ray.federation.strategies.fedavg import IndexAveraging
+from fuss_ray.federation.types import Arrays, ModelState
+from fuss_ray.models.head import FussModel, load_model_state
+
+
+def moon_loss(
+    local: torch.Tensor, global_: torch.Tensor, previous: torch.Tensor, tau: float
+) -> torch.Tensor:
+    """-log(e^{sim(z,zg)/tau} / (e^{sim(z,zg)/tau} + e^{sim(z,zp)/tau})), averaged.
+
+    Inputs are (B, D) representations; the global and previous ones carry no gradient.
+    """
+    pos = F.cosine_similarity(local, global_.detach(), dim=1) / tau
+    neg = F.cosine_similarity(local, previous.detach(), dim=1) / tau
+    logits = torch.stack([pos, neg], dim=1)
+    # The positive (the global model) is class 0; made where the logits are, so that the
+    # loss runs on a GPU as on the CPU.
+    target = torch.zeros(local.shape[0], dtype=torch.long, device=logits.device)
+    return F.cross_entropy(logits, target)
+
+
+class Contrastive(ClientObjective):
+    """MOON's term, from a client's second participation on (it needs a previous model)."""
+
+    kept_states: ClassVar[int] = 1  # the client's previous local model
+
+    def __init__(self, weight: float, tau: float) -> None:
+        self.weight = weight
+        self.tau = tau
+        self.reference: tuple[FussModel, FussModel] | None = None  # global, previous
+        self.active = False
+
+    def begin(self, run: LocalRun) -> None:
+        self.active = run.kept is not None and self.weight > 0
+        if not self.active:
+            return
+        if self.reference is None:  # built once per host, reloaded per client
+            self.reference = (run.make_model().eval(), run.make_model().eval())
+        load_model_state(self.reference[0], run.broadcast.state)
+        load_model_state(self.reference[1], run.kept)  # type: ignore[arg-type]
+
+    def term(
+        self, run: LocalRun, features: torch.Tensor, codes: torch.Tensor
+    ) -> torch.Tensor | None:
+        if not self.active or self.reference is None:
+            return None
+        glob, prev = self.reference
+        with torch.no_grad():
+            z_glob = glob.head(features).mean(dim=(2, 3))
+            z_prev = prev.head(features).mean(dim=(2, 3))
+        return self.weight * moon_loss(codes.mean(dim=(2, 3)), z_glob, z_prev, self.tau)
+
+    def end(self, run: LocalRun, trained: ModelState) -> tuple[Arrays | None, Arrays]:
+        return (dict(trained) if self.weight > 0 else None), {}
 
 
 class MoonParams(StrategyParams):
@@ -17,12 +78,11 @@ class MoonParams(StrategyParams):
 
 
 @register_strategy
-class Moon(FedAvg):
+class Moon(IndexAveraging[MoonParams]):
     """Pulls local codes toward the global model's, away from the previous local model's."""
 
     name = "moon"
-    Params = MoonParams  # type: ignore[assignment]
+    Params = MoonParams
 
-    def local_objective(self) -> LocalObjective:
-        assert isinstance(self.params, MoonParams)
-        return LocalObjective(moon_weight=self.params.weight, moon_tau=self.params.tau)
+    def client_objective(self) -> Contrastive:
+        return Contrastive(self.params.weight, self.params.tau)

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import numpy as np
-import ot
 from numpy.typing import NDArray
 from pydantic import Field
 
@@ -40,6 +39,8 @@ def transport_plan(
     epsilon: float,
 ) -> NDArray[np.float64]:
     """Plan (C_client x C_global) moving client centroids onto global ones at least cost."""
+    import ot  # POT, imported where it is used: configs are checked without it
+
     cost = ot.dist(client, target, metric="sqeuclidean")
     cost = cost / max(float(cost.max()), 1e-12)
     target_mass = np.full(len(target), 1.0 / len(target))
@@ -52,7 +53,7 @@ ALIGNED = "centroids.aligned"
 
 
 @register_strategy
-class OTMatch(Strategy):
+class OTMatch(Strategy[OTMatchParams]):
     """Per client: plan P to the global centroids; aligned_j = sum_i P_ij mu_i / sum_i P_ij."""
 
     name = "ot-match"
@@ -66,7 +67,6 @@ class OTMatch(Strategy):
     def centroid_summands(
         self, global_centroids: NDArray[np.float32], update: ClientUpdate
     ) -> dict[str, NDArray[Any]]:
-        assert isinstance(self.params, OTMatchParams)
         target = global_centroids.astype(np.float64)
         mine = update.state[CENTROIDS].astype(np.float64)
         if self.params.masses == "occupancy":

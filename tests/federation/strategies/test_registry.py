@@ -1,6 +1,10 @@
 import pytest
 
-from fuss_ray.federation.strategies import STRATEGIES, build_strategy, strategy_params
+from fuss_ray.config import strategy_params
+from fuss_ray.federation.strategies import STRATEGIES, build_strategy
+from fuss_ray.federation.strategies.fedprox import Proximal
+from fuss_ray.federation.strategies.local import OwnModel
+from fuss_ray.federation.strategies.moon import Contrastive
 
 from .helpers import global_state, update
 
@@ -28,16 +32,20 @@ def test_params_are_validated() -> None:
         strategy_params({"name": "fedsgd"})
 
 
-def test_local_objectives() -> None:
-    assert build_strategy({"name": "fedprox", "mu": 0.01}, 0).local_objective().prox_mu == 0.01
-    moon = build_strategy({"name": "moon", "tau": 0.2, "weight": 2.0}, 0).local_objective()
-    assert (moon.moon_tau, moon.moon_weight) == (0.2, 2.0)
-    assert build_strategy({"name": "fedavg"}, 0).local_objective().prox_mu == 0.0
+def test_each_strategy_owns_its_client_objective() -> None:
+    prox = build_strategy({"name": "fedprox", "mu": 0.01}, 0).client_objective()
+    assert isinstance(prox, Proximal) and prox.mu == 0.01
+    moon = build_strategy({"name": "moon", "tau": 0.2, "weight": 2.0}, 0).client_objective()
+    assert isinstance(moon, Contrastive) and (moon.tau, moon.weight) == (0.2, 2.0)
+    assert isinstance(build_strategy({"name": "local"}, 0).client_objective(), OwnModel)
+    plain = build_strategy({"name": "fedavg"}, 0).client_objective()
+    assert type(plain).__name__ == "ClientObjective" and plain.kept_states == 0
+    assert (moon.kept_states, OwnModel.kept_states) == (1, 1)
 
 
 def test_local_and_centralized_flags() -> None:
     assert not STRATEGIES["local"].federated
-    assert STRATEGIES["centralized"].pooled
+    assert STRATEGIES["centralized"].pools_data
     only = update(0, 4, [[1, 2]], head=5.0)
     out = build_strategy({"name": "centralized"}, 0).aggregate(global_state([[0, 0]]), [only], 1)
     assert out["centroids"].tolist() == [[1, 2]] and out["head.w"].tolist() == [5.0, 5.0]

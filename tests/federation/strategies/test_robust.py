@@ -1,7 +1,7 @@
 import numpy as np
 
+from fuss_ray.federation.reduction import screen_updates
 from fuss_ray.federation.strategies import build_strategy
-from fuss_ray.federation.strategies.base import screen_updates
 
 from .helpers import global_state, update
 

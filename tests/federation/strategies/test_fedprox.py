@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from fuss_ray.losses import proximal_term
+from fuss_ray.federation.strategies.fedprox import proximal_term
 
 
 def test_hand_value() -> None:

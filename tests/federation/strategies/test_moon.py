@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from fuss_ray.losses import moon_loss
+from fuss_ray.federation.strategies.moon import moon_loss
 
 
 def test_hand_value() -> None:
