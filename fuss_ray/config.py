@@ -501,9 +501,7 @@ def format_validation_error(err: ValidationError, source: str = "", prefix: str 
     configs, search and study files, strategy settings.
     """
     first = err.errors()[0]
-    loc = prefix + ".".join(
-        str(p) for p in first["loc"] if not str(p).startswith("function-after")
-    )
+    loc = prefix + ".".join(str(p) for p in first["loc"] if not str(p).startswith("function-after"))
     msg = first["msg"].removeprefix("Value error, ")
     got = first.get("input")
     head = f"{source}: " if source else ""

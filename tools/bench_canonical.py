@@ -1,4 +1,4 @@
-"""The canonical workload (shared/docs/benchmark-workload.md) through both fuss-ray executors.
+"""The canonical workload (described in docs/benchmarks.md) through both fuss-ray executors.
 
 For each setting (N clients, local steps) the same rounds run on the sequential executor
 (one process) and on the Ray executor (one actor per CPU, N/actors clients each), in one

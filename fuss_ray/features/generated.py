@@ -1,6 +1,6 @@
 """Seeded random feature maps: the benchmark workload's client data, never stored or shipped.
 
-The canonical benchmark (shared/docs/benchmark-workload.md) gives every client 16 frozen
+The canonical benchmark (docs/benchmarks.md) gives every client 16 frozen
 feature maps generated from a per-client seed on the client's side. A client host draws a
 block of maps the first time one of its images is read and keeps only the latest block, so
 a host's memory does not grow with its number of clients.

@@ -265,7 +265,7 @@ class ClientHost:
                 codes_k = model.head(xk)
             else:
                 xk, codes_k = x, codes
-            corr, _ = self.loss_fn(x, codes, xk, codes_k, gen)
+            corr = self.loss_fn(x, codes, xk, codes_k, gen)
             clus, assign = cluster_loss(codes, model.centroids)
             loss = corr + cfg.loss.cluster_weight * clus
             extra = objective.term(run, x, codes)

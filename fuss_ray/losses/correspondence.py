@@ -62,7 +62,21 @@ class CorrespondenceLoss:
         knn_feats: torch.Tensor,
         knn_codes: torch.Tensor,
         generator: torch.Generator,
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+    ) -> torch.Tensor:
+        """The weighted sum of the three terms (a scalar tensor; nothing leaves the device)."""
+        self_term, knn_term, rand_term = self.terms(feats, codes, knn_feats, knn_codes, generator)
+        w = self.weights
+        return w[0] * self_term + w[1] * knn_term + w[2] * rand_term
+
+    def terms(
+        self,
+        feats: torch.Tensor,
+        codes: torch.Tensor,
+        knn_feats: torch.Tensor,
+        knn_codes: torch.Tensor,
+        generator: torch.Generator,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """L(x, x), L(x, x_knn) and the mean of L(x, x_perm), unweighted."""
         b = feats.shape[0]
         p = self.samples * self.samples
         # Draws come from a CPU generator on every device, so a client's random stream
@@ -89,10 +103,4 @@ class CorrespondenceLoss:
             rand_term = torch.stack(rand_terms).mean()
         else:
             rand_term = zero
-        total = w[0] * self_term + w[1] * knn_term + w[2] * rand_term
-        stats = {
-            "self": float(self_term.detach()),
-            "knn": float(knn_term.detach()),
-            "rand": float(rand_term.detach()),
-        }
-        return total, stats
+        return self_term, knn_term, rand_term
