@@ -1,0 +1,136 @@
+"""SCAFFOLD (Karimireddy et al., 2020): control variates that correct each client's drift.
+
+The server keeps a control variate c (one array per model parameter), each client its own
+c_i. Every local step's gradient g is corrected to g - c_i + c, here by adding the term
+<theta, c - c_i> to the client's loss, whose gradient is exactly that correction. After
+its steps a client sets c_i to the mean of its raw gradients over the steps, which is
+what the paper's "option II" update, c_i - c + (x - y) / (K lr), equals under SGD; taking
+the gradients themselves keeps the rule right under Adam, which FUSS trains with. The
+client sends its change dc_i = c_i(new) - c_i(old) with its model; the server averages the
+models as FedAvg does (the head with its server step, the centroids index by index) and
+moves c by |S| / N times the clients' mean dc_i.
+
+Departures from the paper, both forced by the setting: the correction goes through Adam's
+scaling like any gradient, and means over clients are weighted by their image counts, as
+every average in fuss-ray is. c_i is kept between participations (and checkpointed) by the
+client's host; c travels with the global state.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from fuss_ray.federation.objective import ClientObjective, LocalRun
+from fuss_ray.federation.reduction import Reduced
+from fuss_ray.federation.strategies.base import StrategyParams, register_strategy
+from fuss_ray.federation.strategies.fedavg import IndexAveraging
+from fuss_ray.federation.types import Arrays, Broadcast, ClientUpdate, ModelState
+
+CONTROL = "control:"  # c, sent with the global state
+CHANGE = "dc:"  # a client's change of c_i, summed by the hosts
+
+
+class ControlVariates(ClientObjective):
+    """The client's half: the corrected gradient, and c_i from the raw gradients."""
+
+    kept_states: ClassVar[int] = 1  # c_i: one array per parameter
+
+    def __init__(self) -> None:
+        self.correction: dict[str, torch.Tensor] = {}
+        self.previous: Arrays = {}
+        self.raw_sum: dict[str, torch.Tensor] = {}
+        self.steps = 0
+
+    def begin(self, run: LocalRun) -> None:
+        params = dict(run.model.named_parameters())
+        c = {k: run.broadcast.extras[f"{CONTROL}{k}"] for k in params}
+        self.previous = run.kept if run.kept is not None else {k: np.zeros_like(c[k]) for k in c}
+        self.correction = {
+            k: torch.from_numpy(np.asarray(c[k] - self.previous[k], dtype=np.float32)).to(
+                run.device
+            )
+            for k in params
+        }
+        self.raw_sum = {k: torch.zeros_like(p) for k, p in params.items()}
+        self.steps = 0
+
+    def term(
+        self, run: LocalRun, features: torch.Tensor, codes: torch.Tensor
+    ) -> torch.Tensor | None:
+        terms = [(p * self.correction[k]).sum() for k, p in run.model.named_parameters()]
+        return torch.stack(terms).sum()
+
+    def after_backward(self, run: LocalRun) -> None:
+        with torch.no_grad():
+            for k, p in run.model.named_parameters():
+                if p.grad is not None:
+                    self.raw_sum[k] += p.grad - self.correction[k]
+        self.steps += 1
+
+    def end(self, run: LocalRun, trained: ModelState) -> tuple[Arrays | None, Arrays]:
+        steps = max(1, self.steps)
+        new = {k: (v / steps).cpu().numpy().astype(np.float32) for k, v in self.raw_sum.items()}
+        change = {f"{CHANGE}{k}": new[k] - self.previous[k] for k in new}
+        return new, change
+
+
+class ScaffoldParams(StrategyParams):
+    name: Literal["scaffold"] = "scaffold"
+
+
+@register_strategy
+class Scaffold(IndexAveraging[ScaffoldParams]):
+    """FedAvg's aggregation plus control variates (the server's half of SCAFFOLD)."""
+
+    name = "scaffold"
+    Params = ScaffoldParams
+
+    def __init__(self, params: ScaffoldParams, *args: Any, **kwargs: Any) -> None:
+        super().__init__(params, *args, **kwargs)
+        self.control: dict[str, NDArray[np.float64]] = {}
+
+    def _c(self, state: ModelState) -> dict[str, NDArray[np.float64]]:
+        return {k: self.control.get(k, np.zeros(v.shape, np.float64)) for k, v in state.items()}
+
+    def client_objective(self) -> ControlVariates:
+        return ControlVariates()
+
+    def broadcast(self, state: ModelState) -> Broadcast:
+        c = self._c(state)
+        return Broadcast(state, {f"{CONTROL}{k}": v.astype(np.float32) for k, v in c.items()})
+
+    def summand_references(self, global_state: ModelState) -> dict[str, NDArray[Any]]:
+        refs = super().summand_references(global_state)
+        refs.update({f"{CHANGE}{k}": v for k, v in self._c(global_state).items()})
+        return refs
+
+    def summed_arrays(self, update: ClientUpdate, global_state: ModelState) -> Arrays:
+        out = super().summed_arrays(update, global_state)
+        out.update({k: v for k, v in update.extras.items() if k.startswith(CHANGE)})
+        return out
+
+    def finish(self, global_state: ModelState, reduced: Reduced, server_round: int) -> ModelState:
+        new = super().finish(global_state, reduced, server_round)
+        share = len(reduced.accepted()) / max(1, self.num_clients)
+        self.control = {
+            k: c + share * reduced.mean(f"{CHANGE}{k}").astype(np.float64)
+            for k, c in self._c(global_state).items()
+        }
+        return new
+
+    def state_dict(self) -> dict[str, NDArray[Any]]:
+        out = super().state_dict()
+        out.update({f"{CONTROL}{k}": v for k, v in self.control.items()})
+        return out
+
+    def load_state_dict(self, state: dict[str, NDArray[Any]]) -> None:
+        super().load_state_dict(state)
+        self.control = {
+            k.removeprefix(CONTROL): v.astype(np.float64)
+            for k, v in state.items()
+            if k.startswith(CONTROL)
+        }
