@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fuss_ray.errors import UserError
+from fuss_ray.plugins import STRATEGIES
 
 
 class _Strict(BaseModel):
@@ -287,8 +288,6 @@ def strategy_params(raw: dict[str, Any]) -> dict[str, Any]:
     Strategies are found through the registry (`fuss_ray.plugins`), so this works for a
     plugin's strategy as for a built-in one, in any process where the plugin is installed.
     """
-    from fuss_ray.plugins import STRATEGIES
-
     name = raw.get("name")
     if not isinstance(name, str) or name not in STRATEGIES:
         known = ", ".join(sorted(STRATEGIES))
