@@ -118,6 +118,8 @@ class Scaffold(IndexAveraging[ScaffoldParams]):
         share = len(reduced.accepted()) / max(1, self.num_clients)
         self.control = {
             k: c + share * reduced.mean(f"{CHANGE}{k}").astype(np.float64)
+            if f"{CHANGE}{k}" in reduced.sums  # updates that carry no change leave c alone
+            else c
             for k, c in self._c(global_state).items()
         }
         return new
