@@ -1,0 +1,1 @@
+"""`fuss-ray study`: paired, multi-seed comparisons of strategies, with intervals and tests."""

@@ -1,0 +1,153 @@
+"""The statistics of a study: intervals of cell means, paired differences, signed-rank tests.
+
+Every strategy of a study runs on the same seeds in every setting, and a seed fixes the
+data, the partition and the initial model, so strategies are compared in pairs: strategy
+minus baseline, seed by seed. Reported per cell (strategy x setting): the mean test mIoU
+over seeds with a 95% percentile-bootstrap interval of the mean; per comparison: the mean
+paired difference with its bootstrap interval, the two-sided Wilcoxon signed-rank p-value
+on the paired differences (scipy's defaults), Holm's adjustment of those p-values over the
+comparisons of a setting, and the wins and losses. A difference counts as significant
+only when the adjusted p-value is below 0.05; otherwise the verdict says "no significant
+difference", whatever the means.
+
+The bootstrap is seeded, so a study's numbers are reproducible from its runs alone.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+CONFIDENCE = 0.95
+RESAMPLES = 9999
+ALPHA = 0.05
+
+
+def bootstrap_interval(values: Sequence[float], seed: int) -> tuple[float | None, float | None]:
+    """The 95% percentile-bootstrap interval of the mean (None with fewer than 2 values)."""
+    from scipy.stats import bootstrap
+
+    data = np.asarray(values, dtype=np.float64)
+    if len(data) < 2:
+        return None, None
+    if np.all(data == data[0]):  # every resample has the same mean
+        return float(data[0]), float(data[0])
+    res = bootstrap(
+        (data,),
+        np.mean,
+        confidence_level=CONFIDENCE,
+        n_resamples=RESAMPLES,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def wilcoxon_p(differences: Sequence[float]) -> float | None:
+    """Two-sided Wilcoxon signed-rank p-value of paired differences (scipy's defaults).
+
+    1.0 when every difference is zero (nothing to rank), None with no pairs.
+    """
+    from scipy.stats import wilcoxon
+
+    d = np.asarray(differences, dtype=np.float64)
+    if len(d) == 0:
+        return None
+    if np.all(d == 0):
+        return 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # small samples: scipy warns, the p-value stands
+        return float(wilcoxon(d).pvalue)
+
+
+def holm(pvalues: Sequence[float | None]) -> list[float | None]:
+    """Holm's step-down adjustment (familywise error over one setting's comparisons)."""
+    present = sorted((p, i) for i, p in enumerate(pvalues) if p is not None)
+    out: list[float | None] = [None] * len(pvalues)
+    running = 0.0
+    m = len(present)
+    for rank, (p, i) in enumerate(present):
+        running = max(running, min(1.0, (m - rank) * p))
+        out[i] = running
+    return out
+
+
+def summarise(values: Sequence[float], seed: int) -> dict[str, Any]:
+    """n, mean, std (n - 1) and the bootstrap interval of the mean."""
+    data = np.asarray(values, dtype=np.float64)
+    low, high = bootstrap_interval(data, seed)
+    return {
+        "n": len(data),
+        "mean": float(data.mean()) if len(data) else None,
+        "std": float(data.std(ddof=1)) if len(data) > 1 else None,
+        "ci_low": low,
+        "ci_high": high,
+    }
+
+
+def verdict(row: dict[str, Any]) -> str:
+    """A comparison in words, from its adjusted p-value and the sign of its difference."""
+    p = row.get("wilcoxon_p_holm")
+    if p is None or row["n"] < 2 or not p < ALPHA:
+        return "no significant difference"
+    return "better than the baseline" if row["mean_diff"] > 0 else "worse than the baseline"
+
+
+def setting_key(setting: dict[str, Any]) -> str:
+    """A setting as one stable string (for grouping and for names)."""
+    return ", ".join(f"{k}={setting[k]}" for k in sorted(setting)) or "base"
+
+
+def cells_and_comparisons(
+    runs: list[dict[str, Any]], baseline: str, seed: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """From finished runs: one row per (strategy, setting), one per comparison with the
+    baseline in each setting (paired by seed)."""
+    groups: dict[tuple[str, str], dict[int, float]] = {}
+    settings: dict[str, dict[str, Any]] = {}
+    for r in runs:
+        key = setting_key(r["setting"])
+        settings[key] = r["setting"]
+        groups.setdefault((r["strategy"], key), {})[int(r["seed"])] = float(r["test_miou"])
+    cells = []
+    for (strategy, key), by_seed in sorted(groups.items()):
+        cells.append(
+            {
+                "strategy": strategy,
+                "setting": settings[key],
+                **summarise([by_seed[s] for s in sorted(by_seed)], seed),
+            }
+        )
+    comparisons: list[dict[str, Any]] = []
+    for key in sorted(settings):
+        base = groups.get((baseline, key), {})
+        rows = []
+        for (strategy, k), by_seed in sorted(groups.items()):
+            if k != key or strategy == baseline:
+                continue
+            seeds = sorted(set(by_seed) & set(base))
+            diffs = [by_seed[s] - base[s] for s in seeds]
+            low, high = bootstrap_interval(diffs, seed)
+            rows.append(
+                {
+                    "strategy": strategy,
+                    "baseline": baseline,
+                    "setting": settings[key],
+                    "n": len(diffs),
+                    "mean_diff": float(np.mean(diffs)) if diffs else math.nan,
+                    "ci_low": low,
+                    "ci_high": high,
+                    "wilcoxon_p": wilcoxon_p(diffs),
+                    "wins": sum(1 for d in diffs if d > 0),
+                    "losses": sum(1 for d in diffs if d < 0),
+                }
+            )
+        for row, adjusted in zip(rows, holm([r["wilcoxon_p"] for r in rows]), strict=True):
+            row["wilcoxon_p_holm"] = adjusted
+            row["verdict"] = verdict(row)
+        comparisons.extend(rows)
+    return cells, comparisons

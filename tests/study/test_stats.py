@@ -1,0 +1,59 @@
+"""The statistics of a study, on numbers worked out by hand."""
+
+import pytest
+
+from fuss_ray.study.stats import (
+    bootstrap_interval,
+    cells_and_comparisons,
+    holm,
+    summarise,
+    verdict,
+    wilcoxon_p,
+)
+
+
+def test_wilcoxon_on_eight_wins_is_the_exact_two_sided_tail() -> None:
+    # All eight differences positive: P(W = max) = 1 / 2^8, doubled for two sides.
+    assert wilcoxon_p([1, 2, 3, 4, 5, 6, 7, 8]) == pytest.approx(2 / 256)
+    assert wilcoxon_p([0.0, 0.0, 0.0]) == 1.0  # nothing to rank: no evidence
+    assert wilcoxon_p([]) is None
+
+
+def test_holm_steps_down_and_stays_monotone() -> None:
+    # sorted 0.01, 0.03, 0.04 -> 3 x 0.01, max(., 2 x 0.03), max(., 1 x 0.04)
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5, None, 0.9]) == [pytest.approx(1.0), None, pytest.approx(1.0)]
+
+
+def test_bootstrap_interval_of_the_mean() -> None:
+    low, high = bootstrap_interval([10.0, 12.0, 14.0, 16.0], seed=0)
+    assert low is not None and high is not None
+    assert 10.0 <= low < 13.0 < high <= 16.0  # brackets the mean, within the data's range
+    assert bootstrap_interval([10.0, 12.0, 14.0, 16.0], seed=0) == (low, high)  # seeded
+    assert bootstrap_interval([3.0, 3.0], seed=0) == (3.0, 3.0)
+    assert bootstrap_interval([3.0], seed=0) == (None, None)
+    s = summarise([1.0, 2.0, 3.0], seed=0)
+    assert (s["n"], s["mean"], s["std"]) == (3, 2.0, 1.0)
+
+
+def test_pairs_are_by_seed_within_a_setting() -> None:
+    runs = []
+    for seed, (a, b) in enumerate([(50, 40), (52, 45), (49, 47), (60, 50)]):
+        for strategy, value in (("fedavg", b), ("mine", a)):
+            runs.append(
+                {"strategy": strategy, "setting": {"alpha": 0.1}, "seed": seed, "test_miou": value}
+            )
+    runs.append({"strategy": "mine", "setting": {"alpha": 1.0}, "seed": 0, "test_miou": 1.0})
+    cells, comparisons = cells_and_comparisons(runs, "fedavg", seed=0)
+    mine = next(c for c in cells if c["strategy"] == "mine" and c["setting"] == {"alpha": 0.1})
+    assert (mine["n"], mine["mean"]) == (4, pytest.approx(52.75))
+    (row,) = [c for c in comparisons if c["setting"] == {"alpha": 0.1}]
+    assert row["n"] == 4 and row["mean_diff"] == pytest.approx((10 + 7 + 2 + 10) / 4)
+    assert (row["wins"], row["losses"]) == (4, 0)
+    assert row["wilcoxon_p"] == pytest.approx(2 / 16)  # four of four: 2 x 1/16
+    assert row["verdict"] == "no significant difference"  # 0.125 is no evidence
+    lonely = [c for c in comparisons if c["setting"] == {"alpha": 1.0}]
+    assert lonely[0]["n"] == 0 and lonely[0]["verdict"] == "no significant difference"
+    assert verdict({"n": 8, "mean_diff": -2.0, "wilcoxon_p_holm": 0.01}) == (
+        "worse than the baseline"
+    )
