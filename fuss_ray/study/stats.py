@@ -27,7 +27,9 @@ RESAMPLES = 9999
 ALPHA = 0.05
 
 
-def bootstrap_interval(values: Sequence[float], seed: int) -> tuple[float | None, float | None]:
+def bootstrap_interval(
+    values: Sequence[float] | np.ndarray, seed: int
+) -> tuple[float | None, float | None]:
     """The 95% percentile-bootstrap interval of the mean (None with fewer than 2 values)."""
     from scipy.stats import bootstrap
 
@@ -125,7 +127,7 @@ def cells_and_comparisons(
     comparisons: list[dict[str, Any]] = []
     for key in sorted(settings):
         base = groups.get((baseline, key), {})
-        rows = []
+        rows: list[dict[str, Any]] = []
         for (strategy, k), by_seed in sorted(groups.items()):
             if k != key or strategy == baseline:
                 continue
@@ -146,7 +148,8 @@ def cells_and_comparisons(
                     "losses": sum(1 for d in diffs if d < 0),
                 }
             )
-        for row, adjusted in zip(rows, holm([r["wilcoxon_p"] for r in rows]), strict=True):
+        pvalues: list[float | None] = [r["wilcoxon_p"] for r in rows]
+        for row, adjusted in zip(rows, holm(pvalues), strict=True):
             row["wilcoxon_p_holm"] = adjusted
             row["verdict"] = verdict(row)
         comparisons.extend(rows)
