@@ -52,6 +52,13 @@ class DataConfig(_Strict):
     regions: tuple[int, int] = Field((3, 7), description="synthetic: min and max regions")
     domains: int = Field(3, ge=1, le=1000, description="synthetic: appearance domains")
     eval_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="folder: held-out share")
+    val_fraction: float = Field(
+        0.1,
+        ge=0.0,
+        le=0.5,
+        description="share of the training images set aside, with their labels, as the "
+        "validation set that searches select on (never trained on; 0: none)",
+    )
     strict: bool = Field(
         False, description="folder: a corrupt image is an error instead of a counted skip"
     )
@@ -316,8 +323,13 @@ class TrackingConfig(_Strict):
 
 
 class EvaluationConfig(_Strict):
-    """Optional test-time extras; the final scores are reported with and without each."""
+    """Where runs are scored, and optional test-time extras (reported with and without)."""
 
+    score_test: bool = Field(
+        True,
+        description="score on the test split; off in search trials, which see the "
+        "validation split only (the test masks are then never read)",
+    )
     flip_tta: bool = Field(False, description="average the codes of the image and its mirror")
     crf: bool = Field(False, description="dense CRF refinement (needs the pydensecrf2 package)")
     crf_iterations: int = Field(10, ge=1, le=100)

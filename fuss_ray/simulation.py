@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from fuss_ray.config import RunConfig, first_difference
-from fuss_ray.data.base import SegmentationDataset, build_datasets, label_histograms
+from fuss_ray.data.base import SegmentationDataset, Splits, build_datasets, label_histograms
 from fuss_ray.data.partition import Partition, make_partition, write_manifest
 from fuss_ray.errors import UserError
 from fuss_ray.features.cache import FeatureStore, ensure_features
@@ -45,9 +45,18 @@ class Prepared:
     histograms: np.ndarray
     image_ids: list[str]
     train_store: FeatureStore
-    eval_store: FeatureStore
+    eval_store: FeatureStore | None  # the test split (None: not scored, never read)
     evaluation: SegmentationDataset
     skipped: list[str]  # unreadable input files left out, "path: reason"
+    val_store: FeatureStore | None = None  # the labelled validation split, if any
+    validation: SegmentationDataset | None = None
+
+    def scored(self) -> tuple[FeatureStore, SegmentationDataset]:
+        """The split a run shows its pictures and references on: test, else validation."""
+        if self.eval_store is not None:
+            return self.eval_store, self.evaluation
+        assert self.val_store is not None and self.validation is not None
+        return self.val_store, self.validation
 
 
 def centralised(config: RunConfig) -> bool:
@@ -74,31 +83,53 @@ def simulated_clients(config: RunConfig) -> int:
     return 1 if centralised(config) else config.partition.num_clients
 
 
-def prepare_partition(config: RunConfig) -> tuple[Partition, np.ndarray, list[str], Any, Any]:
-    """Datasets, label histograms and the seeded partition (centralised: one client)."""
-    train, evaluation = build_datasets(config)
+def prepare_partition(config: RunConfig) -> tuple[Partition, np.ndarray, list[str], Splits]:
+    """Datasets, label histograms and the seeded partition (centralised: one client).
+
+    Only training masks are read here (for the label skew the partition simulates).
+    """
+    splits = build_datasets(config)
+    train = splits.train
     hist = label_histograms(train, config.features.label_size)
     groups = [train.group(i) for i in range(len(train))]
     partition = make_partition(config.partition, hist, groups, config.seed)
     if centralised(config):
         partition = Partition([np.arange(len(train), dtype=np.int64)])
     ids = [train.image_id(i) for i in range(len(train))]
-    return partition, hist, ids, train, evaluation
+    return partition, hist, ids, splits
 
 
 def prepare(config: RunConfig, show_progress: bool = True) -> Prepared:
-    partition, hist, ids, train, evaluation = prepare_partition(config)
+    """Partition and features of every split the run uses.
+
+    With `evaluation.score_test` off (search trials) the test split is neither extracted
+    nor read: selection sees the validation split only.
+    """
+    partition, hist, ids, splits = prepare_partition(config)
+    train, val, evaluation = splits
     if config.features.mode == "online":
         from fuss_ray.features.online import online_descriptor
 
         train_store = FeatureStore.open(online_descriptor(config.features, train))
     else:
         train_store = ensure_features(config.features, train, "train", show_progress)
-    eval_store = ensure_features(
-        config.features, evaluation, "eval", show_progress, **eval_extras(config)
+    val_store = (
+        ensure_features(config.features, val, "val", show_progress) if val is not None else None
     )
+    eval_store = None
+    if config.evaluation.score_test:
+        eval_store = ensure_features(
+            config.features, evaluation, "eval", show_progress, **eval_extras(config)
+        )
+    elif val_store is None:
+        raise UserError(
+            "data.val_fraction: a run that does not score the test split needs a validation "
+            "split to select on (val_fraction > 0)"
+        )
     skipped = [*train.skipped, *evaluation.skipped]
-    return Prepared(partition, hist, ids, train_store, eval_store, evaluation, skipped)
+    return Prepared(
+        partition, hist, ids, train_store, eval_store, evaluation, skipped, val_store, val
+    )
 
 
 def eval_extras(config: RunConfig) -> dict[str, bool]:
@@ -106,13 +137,13 @@ def eval_extras(config: RunConfig) -> dict[str, bool]:
     return {"flipped": config.evaluation.flip_tta, "images": config.evaluation.crf}
 
 
-def final_variants(config: RunConfig, server: Server, store: FeatureStore) -> dict[str, Any]:
+def final_variants(config: RunConfig, server: Server, store: FeatureStore | None) -> dict[str, Any]:
     """Final scores with and without flip TTA and CRF (only those enabled; global model).
 
     Local-only training has no single model to refine, so it reports the plain scores only.
     """
     ev = config.evaluation
-    if not (ev.flip_tta or ev.crf) or not server.strategy.federated:
+    if not (ev.flip_tta or ev.crf) or not server.strategy.federated or store is None:
         return {}
     return evaluate_variants(
         server.model,
@@ -217,14 +248,15 @@ def set_up(config: RunConfig, out_dir: Path, resume: bool, show_progress: bool) 
     initial = initial_state(config, dim)
     model = build_model(config, dim)
     num_classes = config.data.num_classes
-    labels = np.stack([prepared.eval_store.label(i) for i in range(len(prepared.eval_store))])
+    store, _ = prepared.scored()  # references on the test split, else on validation
+    labels = np.stack([store.label(i) for i in range(len(store))])
     random_ref = random_assignment_scores(labels, num_classes, config.num_centroids, config.seed)
-    initial_ref = evaluate_state(model, initial, prepared.eval_store, num_classes)
+    initial_ref = evaluate_state(model, initial, store, num_classes)
     references = {
         name: {"miou": scores["miou"], "pixel_acc": scores["pixel_acc"]}
         for name, scores in (("random_assignment", random_ref), ("initial_model", initial_ref))
     }
-    check_fits(config, spec, initial, len(prepared.eval_store))
+    check_fits(config, spec, initial, len(store))
     return Setup(
         config, asked, out_dir, prepared, strategy, spec, model, initial, references, restored
     )
@@ -309,7 +341,8 @@ def run_rounds(
             # scheduler may stop the trial the moment it hears of it.
             if on_round is not None and r < config.train.rounds:
                 on_round(last.summary())
-            advance(1, miou=f"{last.miou:.1f}", loss=f"{last.mean_loss:.3f}")
+            shown = last.miou if last.miou is not None else last.val_miou
+            advance(1, miou=f"{shown or 0:.1f}", loss=f"{last.mean_loss:.3f}")
 
 
 def client_rows(server: Server, prepared: Prepared, final: dict[str, Any]) -> list[dict[str, Any]]:
@@ -342,12 +375,17 @@ def finish_run(
     """Final scores, artifacts and `summary.json`, then the tracker's run is closed."""
     config, prepared = setup.config, setup.prepared
     last = progress.last or server.evaluate_result(config.train.rounds)  # resumed at the end
-    final: dict[str, Any] = {"miou": last.miou, "pixel_acc": last.pixel_acc}
-    if last.per_client:
-        final["per_client"] = last.per_client
+    final: dict[str, Any] | None = None  # the test split's scores, when the run has them
+    if last.miou is not None:
+        final = {"miou": last.miou, "pixel_acc": last.pixel_acc}
+        if last.per_client:
+            final["per_client"] = last.per_client
     variants = final_variants(config, server, prepared.eval_store)
-    if variants:
+    if final is not None and variants:
         final["variants"] = variants
+    val: dict[str, Any] | None = None
+    if last.val_miou is not None:
+        val = {"miou": last.val_miou, "pixel_acc": last.val_pixel_acc}
     at_start, at_end, transport = placement
     summary = {
         "strategy": setup.strategy.name,
@@ -355,6 +393,7 @@ def finish_run(
         "seed": config.seed,
         "rounds": progress.rounds,
         "final": final,
+        "val": val,
         "reference": setup.references,
         "clients_per_round": len(server.sample(1)),
         "client_sizes": prepared.partition.sizes(),
@@ -369,15 +408,20 @@ def finish_run(
         "config_digest": setup.asked,
     }
     shown = server.state if server.strategy.federated else server.client_states.get(0, server.state)
+    store, dataset = prepared.scored()
     inputs = ArtifactInputs(
-        client_rows(server, prepared, final),
+        client_rows(server, prepared, final or {}),
         server.model,
         shown,
-        prepared.eval_store,
-        prepared.evaluation.image,
+        store,
+        dataset.image,
     )
     artifacts = write_artifacts(setup.out_dir, config, summary, inputs)
-    final_metrics = {"final_miou": last.miou, "final_pixel_acc": last.pixel_acc}
+    final_metrics: dict[str, float] = {}
+    for prefix, scores in (("final", final), ("val_final", val)):
+        if scores is not None:
+            final_metrics[f"{prefix}_miou"] = scores["miou"]
+            final_metrics[f"{prefix}_pixel_acc"] = scores["pixel_acc"]
     for name, scores in variants.items():
         if name != "plain":
             key = name.replace("+", "_")
@@ -420,6 +464,7 @@ def run_simulation(
         setup.prepared.eval_store,
         setup.model,
         setup.initial,
+        setup.prepared.val_store,
     )
     at_start = executor.placement()
     status = "KILLED"  # stopped from outside (Ctrl-C, an early-stopping scheduler)
@@ -461,7 +506,7 @@ def dry_run_plan(config: RunConfig) -> list[str]:
     from fuss_ray.features.backbone import check_weights_file, feature_geometry, timm_name
 
     strategy_for(config)  # its settings, as a run checks them
-    partition, _, _, train, evaluation = prepare_partition(config)
+    partition, _, _, (train, val, evaluation) = prepare_partition(config)
     weights = check_weights_file(config.features)
     channels, stride = feature_geometry(config.features)
     fc, data = config.features, config.data
@@ -473,6 +518,8 @@ def dry_run_plan(config: RunConfig) -> list[str]:
     eval_bytes = len(evaluation) * (
         copies * channels * eval_grid * eval_grid * 4 + labels * (4 if config.evaluation.crf else 1)
     )
+    n_val = len(val) if val is not None else 0
+    eval_bytes += n_val * (channels * eval_grid * eval_grid * 4 + labels)
     sizes = partition.sizes()
     strategy = config.federation.strategy["name"]
     per_round = clients_per_round(config.federation, len(sizes))
@@ -487,7 +534,8 @@ def dry_run_plan(config: RunConfig) -> list[str]:
     lines = [
         f"config: {config.name} (seed {config.seed}) is valid",
         f"data: {data.dataset}{root}: {len(train)} training images{crops}, "
-        f"{len(evaluation)} evaluation images, {data.num_classes} classes",
+        f"{n_val} validation images, {len(evaluation)} test images, "
+        f"{data.num_classes} classes",
         f"partition: {config.partition.kind}, {len(sizes)} clients; images per client: {shown}",
         f"strategy: {strategy}; {per_round} clients per round, {config.train.rounds} rounds x "
         f"{steps} local steps of batch {config.train.batch_size} "

@@ -85,8 +85,8 @@ def test_dry_run_on_a_fake_tree_prints_the_plan(
     assert f"{steps} local steps of batch 8" in out
     assert "five half-size crops" in out and "feature cache:" in out
     assert not any(tmp_path.iterdir())  # nothing extracted, nothing written
-    if dataset == "cityscapes":  # 18 cities x 2 images x 5 crops, shared evenly by city
-        per_client = 180 // clients
+    if dataset == "cityscapes":  # 18 cities x (2 images - 1 for validation) x 5 crops
+        per_client = 90 // clients
         assert f"images per client: {', '.join([str(per_client)] * clients)}" in out
 
 

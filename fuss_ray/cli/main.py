@@ -184,8 +184,9 @@ def _run(args: argparse.Namespace) -> int:
         from fuss_ray.features.cache import ensure_features
         from fuss_ray.simulation import eval_extras
 
-        train, evaluation = build_datasets(config)
-        for split, ds in (("train", train), ("eval", evaluation)):
+        splits = build_datasets(config)
+        named = (("train", splits.train), ("val", splits.val), ("eval", splits.eval))
+        for split, ds in ((name, d) for name, d in named if d is not None):
             extras = eval_extras(config) if split == "eval" else {}
             store = ensure_features(config.features, ds, split, show, **extras)
             how = "cached already" if store.reused else "extracted now"
@@ -198,7 +199,7 @@ def _run(args: argparse.Namespace) -> int:
         from fuss_ray.data.partition import write_manifest
         from fuss_ray.simulation import prepare_partition
 
-        partition, hist, ids, _, _ = prepare_partition(config)
+        partition, hist, ids, _ = prepare_partition(config)
         write_manifest(out / "partition.parquet", partition, ids, hist)
         sizes = partition.sizes()
         print(

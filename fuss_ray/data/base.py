@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
+
+from fuss_ray.seeds import Stream, seed_stream
 
 if TYPE_CHECKING:
     from fuss_ray.config import RunConfig
@@ -43,6 +45,10 @@ class SegmentationDataset(ABC):
     def group(self, index: int) -> str:
         """The natural domain of an image (a city, a sub-folder); one group by default."""
         return ""
+
+    def has_labels(self, index: int) -> bool:
+        """Whether its mask holds labels (unlabelled training tiles cannot validate)."""
+        return True
 
     @abstractmethod
     def fingerprint(self) -> str:
@@ -92,18 +98,110 @@ def digest(*parts: object) -> str:
     return h.hexdigest()[:16]
 
 
-def build_datasets(config: RunConfig) -> tuple[SegmentationDataset, SegmentationDataset]:
-    """The training and evaluation datasets named by the config.
+class Splits(NamedTuple):
+    """A run's three sets of images.
 
-    Benchmarks come with their official train/val split; a folder dataset is split by a
-    seeded hold-out. Five-crop, when asked for, applies to training images only.
+    `train` is what clients hold (labels never reach training); `val` is a labelled set
+    carved out of the training images for selection (searches, early choices), never
+    trained on; `eval` is the test set, touched to report.
     """
-    train, evaluation = _named_datasets(config)
+
+    train: SegmentationDataset
+    val: SegmentationDataset | None
+    eval: SegmentationDataset
+
+
+class Subset(SegmentationDataset):
+    """Some images of another dataset, by position: a validation set, or what it leaves."""
+
+    def __init__(self, base: SegmentationDataset, positions: list[int], role: str) -> None:
+        self.base = base
+        self.positions = list(positions)
+        self.role = role
+        self.num_classes = base.num_classes
+        # Unreadable files of the source are reported once, with the training part.
+        self.skipped = list(base.skipped) if role == "train" else []
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def image(self, index: int) -> NDArray[np.uint8]:
+        return self.base.image(self.positions[index])
+
+    def mask(self, index: int) -> NDArray[np.uint8]:
+        return self.base.mask(self.positions[index])
+
+    def image_id(self, index: int) -> str:
+        return self.base.image_id(self.positions[index])
+
+    def group(self, index: int) -> str:
+        return self.base.group(self.positions[index])
+
+    def has_labels(self, index: int) -> bool:
+        return self.base.has_labels(self.positions[index])
+
+    def fingerprint(self) -> str:
+        chosen = hashlib.sha256(np.asarray(self.positions, dtype=np.int64).tobytes()).hexdigest()
+        return digest("subset-v1", self.base.fingerprint(), self.role, chosen)
+
+
+def validation_positions(
+    dataset: SegmentationDataset, fraction: float, seed: int, fixed: bool
+) -> list[int]:
+    """Which training images form the validation set.
+
+    Per natural group (a domain, a city), a share `fraction` of its labelled images, at
+    least one of any group that has two or more, so every domain is represented. `fixed`
+    (the public benchmarks): evenly spaced through the group's images in their listed
+    order, the same for every seed, so results on them compare across papers' settings;
+    otherwise a seeded random draw.
+    """
+    if fraction <= 0:
+        return []
+    by_group: dict[str, list[int]] = {}
+    for i in range(len(dataset)):
+        if dataset.has_labels(i):
+            by_group.setdefault(dataset.group(i), []).append(i)
+    rng = np.random.default_rng(seed_stream(Stream.VALIDATION, seed))
+    chosen: list[int] = []
+    for group in sorted(by_group):
+        members = by_group[group]
+        if len(members) < 2:
+            continue
+        m = max(1, round(fraction * len(members)))
+        if fixed:
+            step = len(members) / m
+            chosen.extend(members[int((j + 1) * step) - 1] for j in range(m))
+        else:
+            chosen.extend(int(i) for i in rng.choice(members, size=m, replace=False))
+    return sorted(chosen)
+
+
+FIXED_VALIDATION = ("cityscapes", "cocostuff", "potsdam")
+
+
+def build_datasets(config: RunConfig) -> Splits:
+    """The training, validation and evaluation (test) sets named by the config.
+
+    Benchmarks come with their official train/val split (their val is the test set here);
+    a folder dataset is split by a seeded hold-out. The validation set is then carved out
+    of the training images (`data.val_fraction`). Five-crop, when asked for, applies to
+    training images only.
+    """
+    data = config.data
+    full, evaluation = _named_datasets(config)
+    fixed = data.dataset in FIXED_VALIDATION
+    held = validation_positions(full, data.val_fraction, config.seed, fixed)
+    train: SegmentationDataset = full
+    val: SegmentationDataset | None = None
+    if held:
+        kept = sorted(set(range(len(full))) - set(held))
+        train, val = Subset(full, kept, "train"), Subset(full, held, "val")
     if config.features.five_crop:
         from fuss_ray.data.transforms import FiveCrops
 
         train = FiveCrops(train)
-    return train, evaluation
+    return Splits(train, val, evaluation)
 
 
 def _named_datasets(config: RunConfig) -> tuple[SegmentationDataset, SegmentationDataset]:

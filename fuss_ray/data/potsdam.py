@@ -88,6 +88,9 @@ class PotsdamDataset(SegmentationDataset):
             rgb = rgb * 255.0
         return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
 
+    def has_labels(self, index: int) -> bool:
+        return (self.root / "gt" / f"{self.ids[index]}.mat").is_file()
+
     def mask(self, index: int) -> NDArray[np.uint8]:
         path = self.root / "gt" / f"{self.ids[index]}.mat"
         if not path.is_file():  # an unlabelled training tile: every pixel ignored

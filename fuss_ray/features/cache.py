@@ -146,7 +146,7 @@ class Extraction:
     @classmethod
     def for_split(cls, cfg: FeatureConfig, split: str, flipped: bool, images: bool) -> Extraction:
         """Evaluation may run at its own side (the paper's 320) with its test-time extras."""
-        if split == "eval":
+        if split in ("eval", "val"):  # images that are scored, not trained on
             return cls(cfg.eval_input_size or cfg.input_size, flipped, images)
         return cls(cfg.input_size)
 

@@ -73,7 +73,7 @@ class OnlineFeatures:
         from fuss_ray.data.base import build_datasets
         from fuss_ray.features.backbone import create_backbone
 
-        dataset, _ = build_datasets(config)
+        dataset = build_datasets(config).train
         if dataset.fingerprint() != meta["dataset_fingerprint"]:
             raise UserError(
                 "features.mode: online: the training data this actor sees differs from the "

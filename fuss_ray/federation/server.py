@@ -33,10 +33,19 @@ def clients_per_round(fed: FederationConfig, num_clients: int) -> int:
 
 
 @dataclass
-class RoundResult:
-    round: int
+class Scores:
+    """One split's scores: the global model's, or the mean over clients' own models."""
+
     miou: float
     pixel_acc: float
+    per_client: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class RoundResult:
+    round: int
+    miou: float | None  # the test split (None when the run does not score it)
+    pixel_acc: float | None
     seconds: float
     clients: list[int]
     mean_loss: float
@@ -48,12 +57,16 @@ class RoundResult:
     failures: FailureReport = field(default_factory=FailureReport)
     plan: RoundPlan | None = None  # the systems model's timeline, when it is on
     sim_clock_s: float | None = None
+    val_miou: float | None = None  # the validation split (None without one)
+    val_pixel_acc: float | None = None
 
     def summary(self) -> dict[str, Any]:
         return {
             "round": self.round,
             "miou": self.miou,
             "pixel_acc": self.pixel_acc,
+            "val_miou": self.val_miou,
+            "val_pixel_acc": self.val_pixel_acc,
             "seconds": self.seconds,
             "num_sampled": len(self.clients),
             "mean_loss": self.mean_loss,
@@ -87,9 +100,14 @@ class RoundResult:
 
     def metrics(self) -> dict[str, float]:
         """The per-round numbers for the tracker, quantiles over clients included."""
-        out = {
+        scored = {
             "miou": self.miou,
             "pixel_acc": self.pixel_acc,
+            "val_miou": self.val_miou,
+            "val_pixel_acc": self.val_pixel_acc,
+        }
+        out = {
+            **{k: v for k, v in scored.items() if v is not None},
             "mean_loss": self.mean_loss,
             "seconds": self.seconds,
             "bytes_sent": float(self.bytes_sent),
@@ -125,16 +143,18 @@ class Server:
         strategy: Strategy[Any],
         executor: Executor,
         client_ids: list[int],
-        eval_store: FeatureStore,
+        eval_store: FeatureStore | None,
         model: FussModel,
         initial_state: ModelState,
+        val_store: FeatureStore | None = None,
     ) -> None:
         self.config = config
         self.strategy = strategy
         self.executor = executor
         self.client_ids = sorted(client_ids)
         strategy.attach(len(self.client_ids), executor.total_samples)
-        self.eval_store = eval_store
+        self.eval_store = eval_store  # the test split; None where it must not be read
+        self.val_store = val_store
         self.model = model
         self.state = initial_state
         self.client_states: dict[int, ModelState] = {}
@@ -187,35 +207,43 @@ class Server:
         picked = rng.choice(k, size=m, replace=False)
         return sorted(self.client_ids[int(i)] for i in picked)
 
-    def evaluate(self) -> tuple[float, float, list[dict[str, float]]]:
-        """Global model scores; for local-only, the mean over every client's own model."""
+    def evaluate(self, store: FeatureStore | None) -> Scores | None:
+        """Global model scores on one split; for local-only, the mean over every client's
+        own model (with the list). None for a split the run does not have or score."""
+        if store is None:
+            return None
         num_classes = self.config.data.num_classes
         if self.strategy.federated:
-            s = evaluate_state(self.model, self.state, self.eval_store, num_classes)
-            return s["miou"], s["pixel_acc"], []
+            s = evaluate_state(self.model, self.state, store, num_classes)
+            return Scores(s["miou"], s["pixel_acc"])
         per_client = []
         for cid in self.client_ids:
             state = self.client_states.get(cid, self.state)
-            s = evaluate_state(self.model, state, self.eval_store, num_classes)
+            s = evaluate_state(self.model, state, store, num_classes)
             per_client.append({"client_id": cid, "miou": s["miou"], "pixel_acc": s["pixel_acc"]})
-        return (
+        return Scores(
             float(np.mean([c["miou"] for c in per_client])),
             float(np.mean([c["pixel_acc"] for c in per_client])),
             per_client,
         )
 
+    def _scored(self, result: RoundResult) -> RoundResult:
+        """The round's result with its test and validation scores filled in."""
+        test, val = self.evaluate(self.eval_store), self.evaluate(self.val_store)
+        if test is not None:
+            result.miou, result.pixel_acc, result.per_client = (
+                test.miou,
+                test.pixel_acc,
+                test.per_client,
+            )
+        if val is not None:
+            result.val_miou, result.val_pixel_acc = val.miou, val.pixel_acc
+        return result
+
     def evaluate_result(self, server_round: int) -> RoundResult:
         """Scores of the current state with no training (a run resumed after its end)."""
-        miou, pixel_acc, per_client = self.evaluate()
-        return RoundResult(
-            round=server_round,
-            miou=miou,
-            pixel_acc=pixel_acc,
-            seconds=0.0,
-            clients=[],
-            mean_loss=float("nan"),
-            per_client=per_client,
-        )
+        empty = RoundResult(server_round, None, None, 0.0, [], float("nan"))
+        return self._scored(empty)
 
     def run_round(self, server_round: int) -> RoundResult:
         started = time.perf_counter()
@@ -250,12 +278,11 @@ class Server:
         else:
             for rec in accepted:
                 self.client_states[rec.client_id] = reduced.per_client[rec.client_id]
-        miou, pixel_acc, per_client = self.evaluate()
-        return RoundResult(
+        result = RoundResult(
             round=server_round,
-            miou=miou,
-            pixel_acc=pixel_acc,
-            seconds=time.perf_counter() - started,
+            miou=None,
+            pixel_acc=None,
+            seconds=0.0,
             clients=clients,
             mean_loss=float(np.mean([r.loss for r in accepted])) if accepted else float("nan"),
             client_losses=[r.loss for r in accepted],
@@ -263,7 +290,9 @@ class Server:
             bytes_received=size * len(reduced.records),
             plan=plan,
             sim_clock_s=self.systems.clock_s if self.systems is not None else None,
-            per_client=per_client,
             rejected=rejected,
             failures=self.executor.last_failures,
         )
+        self._scored(result)
+        result.seconds = time.perf_counter() - started
+        return result

@@ -46,7 +46,14 @@ class SchedulerSpec(BaseModel):
 class SearchSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = "fuss-search"
-    metric: Literal["miou", "pixel_acc"] = "miou"
+    metric: Literal["miou", "pixel_acc"] = Field(
+        "miou", description="what trials are selected on, always on the validation split"
+    )
+    test_best: bool = Field(
+        True,
+        description="after the search, run the best config once more and score it on the "
+        "test split (off: the test split is never touched)",
+    )
     num_samples: int = Field(8, ge=1, le=100_000)
     max_concurrent: int = Field(2, ge=1, le=10_000)
     seed: int = Field(0, ge=0)
@@ -133,6 +140,11 @@ def load_search(
     except ValidationError as err:
         raise UserError(format_validation_error(err, str(path))) from None
     resolved = resolve_paths(validate_config(spec.base, f"{path}: base"), base_dir)
+    if resolved.data.val_fraction <= 0:
+        raise UserError(
+            f"{path}: base: data.val_fraction: a search selects on the validation split; "
+            "set it above 0"
+        )
     spec.base = resolved.to_dict()
     spec.search.storage = absolute_uri(spec.search.storage, base_dir)
     spec.search.out_dir = resolve_path(spec.search.out_dir, base_dir)
@@ -177,15 +189,15 @@ def _trainable(params: dict[str, Any]) -> None:
     """One trial: a full simulation that reports after every round."""
     from ray import tune
 
-    config = trial_config(params["_base"], params, Path(params["_base_dir"]))
+    config = selection_only(trial_config(params["_base"], params, Path(params["_base_dir"])))
     trial_id = tune.get_context().get_trial_id()
     out = Path(params["_out_dir"]) / "trials" / str(trial_id)
 
     def report(round_summary: dict[str, Any]) -> None:
         tune.report(
             {
-                "miou": round_summary["miou"],
-                "pixel_acc": round_summary["pixel_acc"],
+                "val_miou": round_summary["val_miou"],
+                "val_pixel_acc": round_summary["val_pixel_acc"],
                 "round": round_summary["round"],
             }
         )
@@ -205,6 +217,12 @@ def _trainable(params: dict[str, Any]) -> None:
         parent_run_id=params["_parent_run_id"],
         run_name=f"{config.federation.strategy['name']} trial {trial_id}",
     )
+
+
+def selection_only(config: RunConfig) -> RunConfig:
+    """A trial's config: scored on the validation split only, the test split never read."""
+    evaluation = config.evaluation.model_copy(update={"score_test": False})
+    return config.model_copy(update={"evaluation": evaluation})
 
 
 def _finished_summary(out: Path, config: RunConfig) -> dict[str, Any] | None:
@@ -335,7 +353,7 @@ def run_search(
         storage = optuna.storages.RDBStorage(settings.storage)
         searcher = ResumableOptunaSearch(
             space=DefineByRun(settings.space),
-            metric=settings.metric,
+            metric=f"val_{settings.metric}",
             mode="max",
             sampler=optuna.samplers.TPESampler(seed=settings.seed),
             study_name=settings.name,
@@ -361,7 +379,7 @@ def run_search(
             tune_config=tune.TuneConfig(
                 search_alg=tune.search.ConcurrencyLimiter(searcher, settings.max_concurrent),
                 scheduler=scheduler,
-                metric=settings.metric,
+                metric=f"val_{settings.metric}",
                 mode="max",
                 num_samples=settings.num_samples,
                 trial_dirname_creator=_trial_dirname,
@@ -375,30 +393,50 @@ def run_search(
         raise SimulationError(f"search: all {len(results)} trials failed; {failed}")
     if failed is not None:
         log.warning("search: %d of %d trials failed; %s", results.num_errors, len(results), failed)
-    best = results.get_best_result(metric=settings.metric, mode="max", scope="all")
-    best_metrics = best.metrics or {}
+    target = f"val_{settings.metric}"
+    best = results.get_best_result(metric=target, mode="max", scope="all")
     chosen = {k: v for k, v in (best.config or {}).items() if not k.startswith("_")}
+    best_val = (best.metrics or {}).get(target)
     best_cfg = trial_config(spec.base, chosen, spec.base_dir)
+    test = _test_the_best(best_cfg, out, parent) if settings.test_best else None
     best_path = out / "best_config.yaml"
+    scored = f"; test {settings.metric} {test[settings.metric]:.2f}, run once after" if test else ""
     with atomic_path(best_path) as tmp:
         tmp.write_text(
-            f"# Best trial of search '{settings.name}' ({settings.metric} "
-            f"{best_metrics.get(settings.metric, float('nan')):.2f}); run it with\n"
+            f"# Best trial of search '{settings.name}' (validation {settings.metric} "
+            f"{best_val if best_val is not None else float('nan'):.2f}{scored}); run it with\n"
             f"#   fuss-ray run {best_path}\n" + yaml.safe_dump(best_cfg.to_dict(), sort_keys=False)
         )
+    rows = trial_rows(results, rounds)
     summary = {
         "name": settings.name,
         "trials": len(results),
         "errored": results.num_errors,
-        "stopped_early": sum(1 for t in trial_rows(results, rounds) if t["stopped_early"]),
-        "trial_results": trial_rows(results, rounds),
-        "best": {"params": chosen, settings.metric: best_metrics.get(settings.metric)},
+        "stopped_early": sum(1 for t in rows if t["stopped_early"]),
+        "trial_results": rows,
+        "best": {"params": chosen, target: best_val, "test": test},
         "best_config": str(best_path),
         "parent_run_id": parent,
     }
     write_json(out / "search_summary.json", summary)
-    _close_parent(spec, parent, best_metrics.get(settings.metric), best_path)
+    _close_parent(spec, parent, {f"best_{target}": best_val, **_prefixed("best_test_", test)})
     return summary
+
+
+def _prefixed(prefix: str, scores: dict[str, Any] | None) -> dict[str, float | None]:
+    return {f"{prefix}{k}": v for k, v in (scores or {}).items() if k in ("miou", "pixel_acc")}
+
+
+def _test_the_best(config: RunConfig, out: Path, parent: str | None) -> dict[str, Any] | None:
+    """The one look at the test split: the chosen config, run again and scored there."""
+    from fuss_ray.simulation import run_simulation
+
+    name = f"{config.federation.strategy['name']} best config (test split)"
+    summary = run_simulation(
+        config, out / "best", show_progress=False, parent_run_id=parent, run_name=name
+    )
+    final: dict[str, Any] | None = summary["final"]
+    return {k: final[k] for k in ("miou", "pixel_acc")} if final else None
 
 
 def trial_rows(results: Any, rounds: int) -> list[dict[str, Any]]:
@@ -412,8 +450,8 @@ def trial_rows(results: Any, rounds: int) -> list[dict[str, Any]]:
                 "trial_id": metrics.get("trial_id", Path(r.path).name),
                 "params": {k: v for k, v in (r.config or {}).items() if not k.startswith("_")},
                 "rounds": ran,
-                "miou": metrics.get("miou"),
-                "pixel_acc": metrics.get("pixel_acc"),
+                "val_miou": metrics.get("val_miou"),
+                "val_pixel_acc": metrics.get("val_pixel_acc"),
                 "stopped_early": r.error is None and ran < rounds,
                 "error": None if r.error is None else type(_root_cause(r.error)).__name__,
             }
@@ -461,10 +499,8 @@ def _lookup(tree: dict[str, Any], dotted: str) -> Any:
     return node
 
 
-def _close_parent(
-    spec: SearchSpec, parent: str | None, best: float | None, best_path: Path
-) -> None:
-    """Give the parent run the best score and config, and mark it finished."""
+def _close_parent(spec: SearchSpec, parent: str | None, metrics: dict[str, float | None]) -> None:
+    """Give the parent run the best scores and config, and mark it finished."""
     if parent is None:
         return
     from mlflow import MlflowClient
@@ -473,9 +509,12 @@ def _close_parent(
 
     client = MlflowClient(resolve_uri(validate_config(spec.base)))
     try:
-        if best is not None:
-            client.log_metric(parent, f"best_{spec.search.metric}", float(best))
-        client.log_artifact(parent, str(best_path))
+        for key, value in metrics.items():
+            if value is not None:
+                client.log_metric(parent, key, float(value))
+        client.log_artifact(
+            parent, str(spec.search.out_dir / spec.search.name / "best_config.yaml")
+        )
         client.set_terminated(parent, "FINISHED")
     except Exception as exc:  # the search itself succeeded; say so and keep going
         log.warning("could not close the MLflow parent run: %s", exc)

@@ -28,7 +28,7 @@ def test_two_processes_extract_one_cache_once(tmp_path: Path) -> None:
     outs = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [e for _, e in outs]
     lines = [line for out, _ in outs for line in out.splitlines()]
-    for split in ("train", "eval"):
+    for split in ("train", "val", "eval"):
         mine = [line for line in lines if line.startswith(f"{split}:")]
         assert len(mine) == 2 and len({line.split(" at ")[1].split()[0] for line in mine}) == 1
         assert sum("(extracted now)" in line for line in mine) == 1, mine
@@ -38,8 +38,9 @@ def test_two_processes_extract_one_cache_once(tmp_path: Path) -> None:
     assert sorted(p.name.split("-")[0] for p in folders if p.name != "weights") == [
         "eval",
         "train",
+        "val",
     ]
     train = next(p for p in folders if p.name.startswith("train-"))
     store = FeatureStore.open(train)
-    assert len(store) == 256 and np.isfinite(store.gather([0, 255])).all()
+    assert len(store) == 231 and np.isfinite(store.gather([0, 230])).all()  # 25 for val
     assert not [p for p in (tmp_path / "cache").iterdir() if p.name.endswith(".tmp")]

@@ -16,7 +16,7 @@ from tests.conftest import tiny_config_dict
 
 def test_online_features_match_the_cache(cache_dir: Path) -> None:
     config = validate_config(tiny_config_dict(cache_dir))
-    train, _ = build_datasets(config)
+    train = build_datasets(config).train
     cached = ensure_features(config.features, train, "train", show_progress=False)
     descriptor = FeatureStore.open(online_descriptor(config.features, train))
     assert descriptor.meta["feature_shape"] == cached.meta["feature_shape"]
@@ -29,7 +29,7 @@ def test_online_features_match_the_cache(cache_dir: Path) -> None:
 
 def test_a_round_extracts_each_image_of_its_clients_once(cache_dir: Path) -> None:
     config = validate_config(tiny_config_dict(cache_dir, **{"features.batch_size": 5}))
-    train, _ = build_datasets(config)
+    train = build_datasets(config).train
     descriptor = FeatureStore.open(online_descriptor(config.features, train))
     online = OnlineFeatures(config, descriptor.meta, torch.device("cpu"))
     with online.hold([4, 2, 4, 7, 1, 2]):

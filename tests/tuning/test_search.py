@@ -203,7 +203,7 @@ def test_asha_stops_a_clearly_losing_trial_and_optuna_keeps_every_trial(
         scheduler={"kind": "asha", "grace_period": 1, "reduction_factor": 2},
     )
     sets = ["federation.strategy=centralized", "train.local_steps=10", "train.rounds=3"]
-    sets += ["data.num_eval_images=16", "tracking=off"]
+    sets += ["data.val_fraction=0.3", "search.test_best=false", "tracking=off"]
     spec = load_search(path, sets)
     summary = run_search(spec)
     assert summary["trials"] == 3 and summary["errored"] == 0
@@ -249,17 +249,25 @@ def test_tiny_search_nests_runs_and_writes_best_config(tiny_search: TinySearch) 
     exp = client.get_experiment_by_name("search")
     runs = client.search_runs([exp.experiment_id])
     parent = summary["parent_run_id"]
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent]
+    nested = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent]
+    children = [r for r in nested if " trial " in r.info.run_name]
+    (tested,) = [r for r in nested if r.info.run_name.endswith("best config (test split)")]
     assert len(children) == 3
-    assert all("miou" in r.data.metrics for r in children)
+    # Trials see the validation split only: no test score is ever logged by one.
+    assert all("val_miou" in r.data.metrics for r in children)
+    assert not any("miou" in r.data.metrics or "final_miou" in r.data.metrics for r in children)
     # Trials that ran every round are complete in MLflow; ASHA-stopped ones say KILLED.
     assert {r.info.status for r in children} <= {"FINISHED", "KILLED"}
-    assert any(r.info.status == "FINISHED" and "final_miou" in r.data.metrics for r in children)
+    # The chosen config is run once more, on the test split, after the search.
+    assert tested.info.status == "FINISHED" and "final_miou" in tested.data.metrics
+    assert tested.info.start_time >= max(r.info.end_time for r in children)
+    assert summary["best"]["test"]["miou"] == pytest.approx(tested.data.metrics["final_miou"])
     # Two trials ran at once: their run intervals overlap.
     spans = sorted((r.info.start_time, r.info.end_time) for r in children)
     assert any(b[0] < a[1] for a, b in itertools.pairwise(spans))
     parent_run = client.get_run(parent)
-    assert parent_run.info.status == "FINISHED" and "best_miou" in parent_run.data.metrics
+    assert parent_run.info.status == "FINISHED"
+    assert {"best_val_miou", "best_test_miou"} <= set(parent_run.data.metrics)
     state = json.loads((tiny_search.folder / "out" / "tiny" / "search_state.json").read_text())
     assert state["parent_run_id"] == parent
     # --resume reopens the same Tune experiment and the same parent run.
@@ -299,18 +307,22 @@ def test_mlflow_ui_lists_the_trials(tiny_search: TinySearch) -> None:
         page.get_by_role("row").filter(has_text="tiny").get_by_role("button").first.click()
         for run in children:
             page.get_by_text(run.info.run_name, exact=True).first.wait_for(timeout=30_000)
-        for name in ("final_miou", "strategy"):
+        for name in ("val_final_miou", "final_miou", "strategy"):
             _show_column(page, name)
-        page.get_by_text("final_miou", exact=True).first.wait_for(timeout=30_000)
+        page.get_by_text("val_final_miou", exact=True).first.wait_for(timeout=30_000)
         page.wait_for_timeout(1_000)
         grid = page.locator('[role="grid"]').first.inner_text()
         page.screenshot(path=str(shot), full_page=True)
         browser.close()
+    shown = 0
     for run in children:
         assert run.info.run_name.startswith(run.data.tags["strategy"])  # strategy shown by name
-        if "final_miou" in run.data.metrics:
-            final = run.data.metrics["final_miou"]
-            assert f"{final:.4g}"[:4] in grid or str(round(final, 2))[:4] in grid
+        for key in ("val_final_miou", "final_miou"):  # trials: validation; the best: test
+            if key in run.data.metrics:
+                value = run.data.metrics[key]
+                assert f"{value:.4g}"[:4] in grid or str(round(value, 2))[:4] in grid
+                shown += 1
+    assert shown >= 1
     assert shot.read_bytes()[:4] == b"\x89PNG"
 
 
