@@ -6,6 +6,7 @@ before any actor starts or any file is written to the output folder.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import time
 from collections.abc import Callable
@@ -34,7 +35,7 @@ from fuss_ray.models.head import FussModel, ModelState, model_state
 from fuss_ray.progress import progress_bar
 from fuss_ray.tracking import make_tracker
 from fuss_ray.tracking.artifacts import ArtifactInputs, write_artifacts
-from fuss_ray.tracking.mlflow_tracker import Tracker
+from fuss_ray.tracking.mlflow_tracker import DatasetInfo, Tracker
 
 
 @dataclass
@@ -277,11 +278,36 @@ class Progress:
         return self.elapsed_before + time.perf_counter() - self.started
 
 
+def dataset_info(config: RunConfig, prepared: Prepared) -> DatasetInfo:
+    """The run's data as MLflow shows it: what, split how, from where; its digest changes
+    with the images, the validation carve-out and the partition."""
+    part, data = config.partition, config.data
+    skew = f" α={part.alpha:g}" if part.kind in ("dirichlet", "quantity") else ""
+    clients = prepared.partition.num_clients
+    h = hashlib.sha256(str(prepared.train_store.meta.get("dataset_fingerprint")).encode())
+    for idx in prepared.partition.clients:
+        h.update(np.asarray(idx, dtype=np.int64).tobytes() + b"|")
+    source = str(data.root) if data.root is not None else f"{data.dataset} (seed {config.seed})"
+    return DatasetInfo(
+        name=f"{data.dataset} · {part.kind}{skew} · {clients} clients",
+        digest=h.hexdigest()[:16],
+        source=source,
+        profile={
+            "train_images": len(prepared.train_store),
+            "validation_images": len(prepared.val_store) if prepared.val_store else 0,
+            "test_images": len(prepared.evaluation),
+            "clients": clients,
+            "classes": data.num_classes,
+        },
+    )
+
+
 def start_or_resume(setup: Setup, server: Server, tracker: Tracker) -> Progress:
     """Fresh: start the MLflow run. Resumed: restore the server and reopen the same run."""
     ckpt = setup.restored
     if ckpt is None:
-        tracker.start(setup.config, setup.prepared.partition.num_clients)
+        info = dataset_info(setup.config, setup.prepared)
+        tracker.start(setup.config, setup.prepared.partition.num_clients, info)
         return Progress([], 1, 0.0, set())
     server.restore(ckpt.server_tree(), ckpt.meta["server"])
     logged = tracker.resume(ckpt.meta["mlflow_run_id"], setup.config, len(setup.spec.clients))

@@ -78,6 +78,22 @@ def _parser() -> argparse.ArgumentParser:
         help="show Ray Tune's progress tables and every failed trial's traceback",
     )
     tune.add_argument("--address", default=None, help="Ray cluster address (or RAY_ADDRESS)")
+    study = sub.add_parser(
+        "study",
+        help="paired, multi-seed comparison of strategies (Ray Tune runs them)",
+        description="--set study.KEY=VALUE changes the study file's own settings (e.g. "
+        "study.seeds=[0,1]); any other --set KEY=VALUE changes the base run config. "
+        "Writes DIR/study.json, DIR/report.md and its figures.",
+    )
+    study.add_argument("config", type=Path, help="study file (see configs/studies/)")
+    study.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    study.add_argument("--out", type=Path, default=None, help="default: runs/studies/NAME")
+    study.add_argument("--resume", action="store_true", help="continue a killed study")
+    study.add_argument("--address", default=None, help="Ray cluster address (or RAY_ADDRESS)")
+    study.add_argument(
+        "--verbose", action="store_true", help="show Ray Tune's output and tracebacks"
+    )
+    study.add_argument("--quiet", action="store_true", help="no progress bars")
     sync = sub.add_parser(
         "sync",
         help="send what a run kept under OUT/mlflow_unsent/ to MLflow, once it is back",
@@ -146,6 +162,35 @@ def _tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _study(args: argparse.Namespace) -> int:
+    from fuss_ray.config import resolve_path
+    from fuss_ray.study.run import run_study
+    from fuss_ray.study.spec import load_study
+
+    spec = load_study(args.config, args.overrides)
+    out = resolve_path(args.out, Path.cwd()) if args.out is not None else None
+    study = run_study(
+        spec,
+        out,
+        resume=args.resume,
+        address=args.address or os.environ.get("RAY_ADDRESS"),
+        verbose=args.verbose,
+    )
+    folder = out or spec.study.out_dir / spec.study.name
+    print(
+        json.dumps(
+            {
+                "name": study["name"],
+                "runs": len(study["runs"]),
+                "failed": len(study["failed"]),
+                "study": str(folder / "study.json"),
+                "report": str(folder / "report.md"),
+            }
+        )
+    )
+    return 0
+
+
 def _sync(args: argparse.Namespace) -> int:
     from fuss_ray.config import absolute_uri
     from fuss_ray.tracking.sync import sync_unsent
@@ -160,6 +205,8 @@ def _run(args: argparse.Namespace) -> int:
         return _compare(args)
     if args.command == "sync":
         return _sync(args)
+    if args.command == "study":
+        return _study(args)
     if args.command == "tune":
         return _tune(args)
     if args.command == "run" and args.resume is not None:

@@ -39,7 +39,7 @@ def collect(uri: str, experiment: str) -> dict[tuple[str, str, str], list[float]
         )
         for run in page:
             tags, metrics = run.data.tags, run.data.metrics
-            if "final_miou" not in metrics or tags.get("strategy") in (None, "search"):
+            if "final_miou" not in metrics or tags.get("strategy") in (None, "search", "study"):
                 continue
             key = tuple(tags.get(t, "?") for t in GROUP_TAGS)
             if (*key, tags.get("seed", "?")) in seen:

@@ -14,6 +14,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -64,11 +65,46 @@ def run_tags(config: RunConfig, num_clients: int) -> dict[str, str]:
         "seed": str(config.seed),
         "backbone": config.features.backbone,
     }
+    tags["mlflow.source.name"] = "fuss-ray"  # the UI's Source column
+    tags["mlflow.source.type"] = "LOCAL"
     commit = git_commit()
     if commit:
         tags["mlflow.source.git.commit"] = commit
         tags["git_commit"] = commit
     return tags
+
+
+def default_run_name(config: RunConfig) -> str:
+    """What a run is, at a glance: its strategy, its heterogeneity and its seed."""
+    part = config.partition
+    skew = f" α={part.alpha:g}" if part.kind in ("dirichlet", "quantity") else ""
+    return f"{config.federation.strategy['name']} · {part.kind}{skew} · seed {config.seed}"
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """The data a run trained on, as an MLflow dataset input (the runs table's Dataset).
+
+    `digest` changes with anything that changes what clients hold: the images, the
+    validation carve-out and the partition.
+    """
+
+    name: str
+    digest: str
+    source: str
+    source_type: str = "local"
+    profile: dict[str, Any] = field(default_factory=dict)
+
+    def record(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def entity(self) -> Any:
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        dataset = Dataset(
+            self.name, self.digest, self.source_type, self.source, profile=json.dumps(self.profile)
+        )
+        return DatasetInput(dataset, [InputTag("mlflow.data.context", "training")])
 
 
 @contextmanager
@@ -92,7 +128,9 @@ def store_lock(uri: str) -> Iterator[None]:
 class Tracker(Protocol):
     run_id: str | None
 
-    def start(self, config: RunConfig, num_clients: int) -> None: ...
+    def start(
+        self, config: RunConfig, num_clients: int, dataset: DatasetInfo | None = None
+    ) -> None: ...
     def resume(self, run_id: str | None, config: RunConfig, num_clients: int) -> set[int]: ...
     def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
     def log_artifact(self, path: Path, folder: str | None = None) -> None: ...
@@ -104,7 +142,9 @@ class NullTracker:
 
     run_id: str | None = None
 
-    def start(self, config: RunConfig, num_clients: int) -> None:
+    def start(
+        self, config: RunConfig, num_clients: int, dataset: DatasetInfo | None = None
+    ) -> None:
         return None
 
     def resume(self, run_id: str | None, config: RunConfig, num_clients: int) -> set[int]:
@@ -185,7 +225,9 @@ class MlflowTracker:
                 raise
             return str(exp.experiment_id)
 
-    def start(self, config: RunConfig, num_clients: int) -> None:
+    def start(
+        self, config: RunConfig, num_clients: int, dataset: DatasetInfo | None = None
+    ) -> None:
         from mlflow.entities import Param
 
         params = flatten(config.to_dict())
@@ -205,6 +247,8 @@ class MlflowTracker:
             items = [Param(k, v[:6000]) for k, v in params.items()]
             for i in range(0, len(items), 100):
                 self.client.log_batch(self.run_id, params=items[i : i + 100])
+            if dataset is not None:
+                self.client.log_inputs(self.run_id, datasets=[dataset.entity()])
         except Exception as exc:  # any transport or server error
             self._fail("start", exc)
             self._keep(
@@ -216,6 +260,7 @@ class MlflowTracker:
                     "start_time": started,
                     "tags": tags,
                     "params": params,
+                    "dataset": dataset.record() if dataset is not None else None,
                     "run_id": self.run_id,
                 },
             )
@@ -298,6 +343,52 @@ def make_tracker(
         config.tracking.experiment or config.name,
         out_dir,
         parent_run_id,
-        run_name,
+        run_name or default_run_name(config),
         config.tracking.timeout_s,
     )
+
+
+def open_parent_run(
+    config: RunConfig, out: Path, name: str, kind: str, state: Path, resume: bool
+) -> str | None:
+    """Create (or, resumed, reuse) the MLflow run that a search's or study's runs nest under.
+
+    Its id is kept in `state` (a JSON file in the output folder), so that a resumed search
+    or study goes on in the same parent run. Tagged `strategy: KIND` and `fuss.KIND: NAME`.
+    """
+    if not config.tracking.enabled:
+        return None
+    if resume and state.is_file():
+        return json.loads(state.read_text()).get("parent_run_id")  # type: ignore[no-any-return]
+    from fuss_ray.io import write_json
+
+    tracker = make_tracker(config, out, run_name=name)
+    tracker.start(config, config.partition.num_clients)
+    if tracker.run_id is not None:
+        from mlflow import MlflowClient
+
+        client = MlflowClient(resolve_uri(config))
+        client.set_tag(tracker.run_id, f"fuss.{kind}", name)
+        client.set_tag(tracker.run_id, "strategy", kind)
+    write_json(state, {"parent_run_id": tracker.run_id, "name": name})
+    return tracker.run_id
+
+
+def close_parent_run(
+    config: RunConfig, parent: str | None, metrics: dict[str, float | None], files: list[Path]
+) -> None:
+    """Give the parent run its results and files, and mark it finished."""
+    if parent is None:
+        return
+    from mlflow import MlflowClient
+
+    client = MlflowClient(resolve_uri(config))
+    try:
+        for key, value in metrics.items():
+            if value is not None:
+                client.log_metric(parent, key, float(value))
+        for path in files:
+            client.log_artifact(parent, str(path))
+        client.set_terminated(parent, "FINISHED")
+    except Exception as exc:  # the work itself succeeded; say so and keep going
+        log.warning("could not close the MLflow parent run: %s", exc)

@@ -163,6 +163,10 @@ def _send(
         if tags:
             client.log_batch(run_id, tags=tags)
         report.params, report.tags = len(params), len(tags)
+        if start.get("dataset") and not held.inputs.dataset_inputs:
+            from fuss_ray.tracking.mlflow_tracker import DatasetInfo
+
+            client.log_inputs(run_id, datasets=[DatasetInfo(**start["dataset"]).entity()])
     report.metrics = _send_metrics(client, run_id, _records(unsent / "metrics.jsonl"), Metric)
     report.artifacts = _send_artifacts(client, run_id, _records(unsent / "artifacts.jsonl"))
     statuses = [r["status"] for r in runs if r.get("status")]

@@ -31,6 +31,7 @@ from fuss_ray.config import (
 )
 from fuss_ray.errors import SimulationError, UserError
 from fuss_ray.io import atomic_path, write_json
+from fuss_ray.tracking.mlflow_tracker import close_parent_run, open_parent_run
 from fuss_ray.tuning.space import DefineByRun, ParamSpec, example_values, order_space
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,47 @@ class SearchSpec(BaseModel):
 SEARCH_PREFIX = "search."
 
 
+def read_with_base(
+    path: Path, section: str, overrides: list[str] | None, base_dir: Path
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A search or study file as two trees: its base run config, and its own section.
+
+    `base` names a run config file relative to this file (its paths are then resolved
+    against `base_dir`, like every path), or is a mapping; the file's `overrides` apply
+    to it, then the command line's `--set`: keys that start with `SECTION.` change the
+    section, any other key the base.
+    """
+    what = f"{section} file"
+    if not path.is_file():
+        raise UserError(f"{path}: {what} not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError:
+        raise UserError(f"{path}: not valid YAML") from None
+    if not isinstance(raw, dict) or section not in raw:
+        raise UserError(f"{path}: expected a '{section}' section (and optionally 'base')")
+    unknown = sorted(set(raw) - {"base", "overrides", section})
+    if unknown:
+        raise UserError(f"{path}: unknown key '{unknown[0]}' (expected base, overrides, {section})")
+    base = raw.get("base", {})
+    if isinstance(base, str):
+        base = load_config(path.parent / base, base=base_dir).to_dict()
+    if not isinstance(base, dict) or not isinstance(raw[section], dict):
+        raise UserError(f"{path}: 'base' must be a file name or a mapping, '{section}' a mapping")
+    tree = {"base": base, section: raw[section]}
+    file_overrides = raw.get("overrides") or {}
+    if not isinstance(file_overrides, dict):
+        raise UserError(f"{path}: overrides: expected a mapping of dotted keys to values")
+    for key, value in file_overrides.items():
+        apply_override(tree["base"], f"{key}={json.dumps(value)}")
+    for item in overrides or []:
+        if item.startswith(f"{section}."):
+            apply_override(tree, item)
+        else:
+            apply_override(tree["base"], item)
+    return tree["base"], tree[section]
+
+
 def load_search(
     path: Path, overrides: list[str] | None = None, base_dir: Path | None = None
 ) -> SearchSpec:
@@ -108,33 +150,8 @@ def load_search(
     their own, see the same files.
     """
     base_dir = (base_dir or Path.cwd()).resolve()
-    if not path.is_file():
-        raise UserError(f"{path}: search file not found")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError:
-        raise UserError(f"{path}: not valid YAML") from None
-    if not isinstance(raw, dict) or "search" not in raw:
-        raise UserError(f"{path}: expected a 'search' section (and optionally 'base')")
-    unknown = sorted(set(raw) - {"base", "overrides", "search"})
-    if unknown:
-        raise UserError(f"{path}: unknown key '{unknown[0]}' (expected base, overrides, search)")
-    base = raw.get("base", {})
-    if isinstance(base, str):
-        base = load_config(path.parent / base, base=base_dir).to_dict()
-    if not isinstance(base, dict) or not isinstance(raw["search"], dict):
-        raise UserError(f"{path}: 'base' must be a file name or a mapping, 'search' a mapping")
-    tree = {"base": base, "search": raw["search"]}
-    file_overrides = raw.get("overrides") or {}
-    if not isinstance(file_overrides, dict):
-        raise UserError(f"{path}: overrides: expected a mapping of dotted keys to values")
-    for key, value in file_overrides.items():
-        apply_override(tree["base"], f"{key}={json.dumps(value)}")
-    for item in overrides or []:
-        if item.startswith(SEARCH_PREFIX):
-            apply_override(tree, item)
-        else:
-            apply_override(tree["base"], item)
+    base, search = read_with_base(path, "search", overrides, base_dir)
+    tree = {"base": base, "search": search}
     try:
         spec = SearchSpec.model_validate(tree)
     except ValidationError as err:
@@ -202,7 +219,7 @@ def _trainable(params: dict[str, Any]) -> None:
             }
         )
 
-    done = _finished_summary(out, config)
+    done = finished_summary(out, config)
     if done is not None:  # a resumed search restarted a trial that had finished: replay it
         for round_summary in done["rounds"]:
             report(round_summary)
@@ -225,7 +242,7 @@ def selection_only(config: RunConfig) -> RunConfig:
     return config.model_copy(update={"evaluation": evaluation})
 
 
-def _finished_summary(out: Path, config: RunConfig) -> dict[str, Any] | None:
+def finished_summary(out: Path, config: RunConfig) -> dict[str, Any] | None:
     """The summary of this very trial's finished run in `out`, if there is one."""
     try:
         summary: dict[str, Any] = json.loads((out / "summary.json").read_text())
@@ -237,30 +254,6 @@ def _finished_summary(out: Path, config: RunConfig) -> dict[str, Any] | None:
 def _trial_dirname(trial: Any) -> str:
     """A trial's folder is its id: Tune's default spells out the whole base config."""
     return str(trial.trial_id)
-
-
-def _parent_run(spec: SearchSpec, out: Path, resume: bool) -> str | None:
-    """Create (or, on resume, reuse) the search's MLflow parent run."""
-    base = validate_config(spec.base)
-    if not base.tracking.enabled:
-        return None
-    state = out / "search_state.json"
-    if resume and state.is_file():
-        return json.loads(state.read_text()).get("parent_run_id")  # type: ignore[no-any-return]
-    from fuss_ray.tracking.mlflow_tracker import make_tracker
-
-    tracker = make_tracker(base, out, run_name=spec.search.name)
-    tracker.start(base, base.partition.num_clients)
-    if tracker.run_id is not None:
-        from mlflow import MlflowClient
-
-        from fuss_ray.tracking.mlflow_tracker import resolve_uri
-
-        client = MlflowClient(resolve_uri(base))
-        client.set_tag(tracker.run_id, "fuss.search", spec.search.name)
-        client.set_tag(tracker.run_id, "strategy", "search")
-    write_json(state, {"parent_run_id": tracker.run_id, "name": spec.search.name})
-    return tracker.run_id
 
 
 class _TrialErrorsFilter(logging.Filter):
@@ -278,7 +271,7 @@ class _TrialErrorsFilter(logging.Filter):
 
 
 @contextmanager
-def _quiet_tune(verbose: bool) -> Iterator[None]:
+def quiet_tune(verbose: bool) -> Iterator[None]:
     """Without `verbose`: no Tune progress tables and no traceback per failed trial."""
     if verbose:
         yield
@@ -336,7 +329,9 @@ def run_search(
     from fuss_ray.federation.local_ray import init_ray
 
     init_ray(address, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    parent = _parent_run(spec, out, resume)
+    parent = open_parent_run(
+        validate_config(spec.base), out, settings.name, "search", out / "search_state.json", resume
+    )
     rounds = validate_config(spec.base).train.rounds
 
     def resources(params: dict[str, Any]) -> tune.PlacementGroupFactory:
@@ -386,7 +381,7 @@ def run_search(
             ),
             run_config=tune.RunConfig(name=settings.name, storage_path=str(tune_dir), verbose=0),
         )
-    with _quiet_tune(verbose):
+    with quiet_tune(verbose):
         results = tuner.fit()
     failed = failure_line(results, spec.base)
     if failed is not None and results.num_errors == len(results):
@@ -419,7 +414,12 @@ def run_search(
         "parent_run_id": parent,
     }
     write_json(out / "search_summary.json", summary)
-    _close_parent(spec, parent, {f"best_{target}": best_val, **_prefixed("best_test_", test)})
+    close_parent_run(
+        validate_config(spec.base),
+        parent,
+        {f"best_{target}": best_val, **_prefixed("best_test_", test)},
+        [best_path],
+    )
     return summary
 
 
@@ -497,24 +497,3 @@ def _lookup(tree: dict[str, Any], dotted: str) -> Any:
             return None
         node = node[part]
     return node
-
-
-def _close_parent(spec: SearchSpec, parent: str | None, metrics: dict[str, float | None]) -> None:
-    """Give the parent run the best scores and config, and mark it finished."""
-    if parent is None:
-        return
-    from mlflow import MlflowClient
-
-    from fuss_ray.tracking.mlflow_tracker import resolve_uri
-
-    client = MlflowClient(resolve_uri(validate_config(spec.base)))
-    try:
-        for key, value in metrics.items():
-            if value is not None:
-                client.log_metric(parent, key, float(value))
-        client.log_artifact(
-            parent, str(spec.search.out_dir / spec.search.name / "best_config.yaml")
-        )
-        client.set_terminated(parent, "FINISHED")
-    except Exception as exc:  # the search itself succeeded; say so and keep going
-        log.warning("could not close the MLflow parent run: %s", exc)

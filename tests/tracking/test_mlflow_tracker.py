@@ -1,5 +1,6 @@
 """Runs land in MLflow with everything needed to compare them, or are kept locally."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,13 @@ def _check_run(client: MlflowClient, run_id: str, tmp_path: Path) -> None:
     assert tags["seed"] == "0" and tags["dataset"] == "synthetic"
     assert run.data.params["partition.alpha"] == "0.5"
     assert run.data.params["federation.strategy.name"] == "fuss-maximin"
+    # Named by what it is, with its data as a dataset input and a source, for the runs table.
+    assert run.info.run_name == "fuss-maximin · dirichlet α=0.5 · seed 0"
+    (given,) = run.inputs.dataset_inputs
+    assert given.dataset.name == "synthetic · dirichlet α=0.5 · 4 clients"
+    assert len(given.dataset.digest) == 16 and given.dataset.source == "synthetic (seed 0)"
+    assert json.loads(given.dataset.profile)["validation_images"] == 3
+    assert tags["mlflow.source.name"] == "fuss-ray"
     history = client.get_metric_history(run_id, "miou")
     assert [m.step for m in history] == [1, 2]
     for name in (

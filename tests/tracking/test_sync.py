@@ -88,6 +88,9 @@ def test_sync_creates_the_run_a_dead_server_never_saw(
         (run,) = client.search_runs([client.get_experiment_by_name("late").experiment_id])
         assert run.info.status == "FINISHED" and run.data.tags["strategy"] == "fuss-maximin"
         assert run.data.params["partition.alpha"] == "0.5"
+        assert run.info.run_name == "fuss-maximin · dirichlet α=0.5 · seed 0"
+        (given,) = client.get_run(run.info.run_id).inputs.dataset_inputs
+        assert given.dataset.name == "synthetic · dirichlet α=0.5 · 4 clients"
         assert [m.step for m in client.get_metric_history(run.info.run_id, "miou")] == [1, 2]
         assert main(["sync", str(out)]) == 0  # the same run again, not a second one
         assert "nothing to send" in capsys.readouterr().out

@@ -1,0 +1,217 @@
+"""A study's report: `report.md` with its tables, and the PNG figures it shows.
+
+Everything here is drawn from `study.json` alone, so a committed study can be redrawn
+(`fuss-ray study --report DIR`) without running anything.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fuss_ray.io import atomic_path
+from fuss_ray.study.stats import ALPHA, setting_key
+from fuss_ray.tracking.plots import save_png
+
+
+def _num(x: float | None, digits: int = 1) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def _p(x: float | None) -> str:
+    if x is None:
+        return "–"
+    return f"{x:.3f}" if x >= 0.001 else f"{x:.1e}"
+
+
+def _interval(row: dict[str, Any]) -> str:
+    if row.get("ci_low") is None:
+        return ""
+    return f" [{_num(row['ci_low'])}, {_num(row['ci_high'])}]"
+
+
+def cell_of(study: dict[str, Any], strategy: str, key: str) -> dict[str, Any] | None:
+    """The cell row of one strategy in one setting (by its setting key)."""
+    return next(
+        (
+            c
+            for c in study["cells"]
+            if c["strategy"] == strategy and setting_key(c["setting"]) == key
+        ),
+        None,
+    )
+
+
+def factor_plot(study: dict[str, Any], factor: str, path: Path) -> None:
+    """Test mIoU against one grid factor, one line per strategy, its 95% interval a band.
+
+    With several factors, one panel per combination of the others.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grid: dict[str, list[Any]] = study["grid"]
+    others = [k for k in grid if k != factor]
+    panels = [
+        dict(zip(others, c, strict=True)) for c in itertools.product(*(grid[k] for k in others))
+    ]
+    values = grid[factor]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    for ax, fixed in zip(axes[0], panels, strict=True):
+        xs = np.arange(len(values))
+        for i, strategy in enumerate(study["strategies"]):
+            mean, low, high = [], [], []
+            for v in values:
+                row = cell_of(study, strategy, setting_key({**fixed, factor: v}))
+                mean.append(np.nan if row is None else row["mean"])
+                low.append(np.nan if row is None or row["ci_low"] is None else row["ci_low"])
+                high.append(np.nan if row is None or row["ci_high"] is None else row["ci_high"])
+            offset = (i - (len(study["strategies"]) - 1) / 2) * 0.04
+            line = ax.plot(xs + offset, mean, marker="o", label=strategy)[0]
+            ax.fill_between(xs + offset, low, high, color=line.get_color(), alpha=0.15)
+        ax.set_xticks(xs, [str(v) for v in values])
+        ax.set_xlabel(factor)
+        ax.set_ylabel("test mIoU (mean, 95% bootstrap interval)")
+        ax.set_title(
+            setting_key(fixed) if fixed else f"{study['name']}: n = {len(study['seeds'])} seeds"
+        )
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=8, loc="best")
+    save_png(fig, path, dpi=110)
+
+
+def differences_plot(study: dict[str, Any], path: Path) -> None:
+    """Each strategy's mean paired difference to the baseline, with its interval, per setting."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = study["comparisons"]
+    keys = sorted({setting_key(r["setting"]) for r in rows})
+    fig, axes = plt.subplots(
+        1, len(keys), figsize=(5 * len(keys), 0.5 * len(study["strategies"]) + 1.8), squeeze=False
+    )
+    for ax, key in zip(axes[0], keys, strict=True):
+        mine = [r for r in rows if setting_key(r["setting"]) == key]
+        ys = np.arange(len(mine))
+        for y, r in zip(ys, mine, strict=True):
+            significant = r.get("wilcoxon_p_holm") is not None and r["wilcoxon_p_holm"] < ALPHA
+            colour = ("tab:green" if r["mean_diff"] > 0 else "tab:red") if significant else "grey"
+            low = r["ci_low"] if r["ci_low"] is not None else r["mean_diff"]
+            high = r["ci_high"] if r["ci_high"] is not None else r["mean_diff"]
+            ax.errorbar(
+                r["mean_diff"],
+                y,
+                xerr=[[r["mean_diff"] - low], [high - r["mean_diff"]]],
+                fmt="o",
+                color=colour,
+                capsize=3,
+            )
+        ax.axvline(0.0, color="black", linewidth=0.8)
+        ax.set_yticks(ys, [r["strategy"] for r in mine])
+        ax.set_xlabel(f"test mIoU minus {study['baseline']} (same seed)")
+        ax.set_title(key, fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle("paired differences, 95% bootstrap intervals (colour: Holm p < 0.05)", fontsize=9)
+    save_png(fig, path, dpi=110)
+
+
+def write_report(study: dict[str, Any], folder: Path) -> list[Path]:
+    """report.md and its figures in `folder`; returns the files written."""
+    files = []
+    figures = []
+    for factor in study["grid"]:
+        path = folder / f"miou-vs-{factor}.png"
+        factor_plot(study, factor, path)
+        files.append(path)
+        figures.append((f"Test mIoU against {factor}", path.name))
+    if not study["grid"]:
+        path = folder / "miou.png"
+        factor_plot(
+            {
+                **study,
+                "grid": {"setting": ["base"]},
+                "cells": [{**c, "setting": {"setting": "base"}} for c in study["cells"]],
+            },
+            "setting",
+            path,
+        )
+        files.append(path)
+        figures.append(("Test mIoU", path.name))
+    if study["comparisons"]:
+        path = folder / "paired-differences.png"
+        differences_plot(study, path)
+        files.append(path)
+        figures.append((f"Paired differences to {study['baseline']}", path.name))
+    report = folder / "report.md"
+    with atomic_path(report) as tmp:
+        tmp.write_text(report_markdown(study, figures))
+    return [report, *files]
+
+
+def report_markdown(study: dict[str, Any], figures: list[tuple[str, str]]) -> str:
+    """The report's text: what ran, the cells, the paired comparisons, the figures."""
+    keys = sorted({setting_key(c["setting"]) for c in study["cells"]})
+    lines = [
+        f"# Study `{study['name']}`",
+        "",
+        f"{len(study['strategies'])} strategies x {max(1, len(keys))} settings x "
+        f"{len(study['seeds'])} seeds ({', '.join(map(str, study['seeds']))}); "
+        f"{len(study['runs'])} runs finished"
+        + (
+            f", {len(study['failed'])} did not ({', '.join(study['failed'][:5])})"
+            if study["failed"]
+            else ""
+        )
+        + ". Runs are paired: within a setting, one seed gives every strategy the same data, "
+        "partition and initial model.",
+        "",
+        "Test mIoU is on the test split; tuning, where the study has it, selected on the "
+        "validation split only"
+        + (
+            f" ({study['tune']['num_samples']} trials per strategy and setting)."
+            if study.get("tune")
+            else "."
+        ),
+        "",
+        "## Test mIoU (mean [95% bootstrap interval of the mean], n)",
+        "",
+        "| strategy | " + " | ".join(keys) + " |",
+        "|---|" + "---|" * len(keys),
+    ]
+    for strategy in study["strategies"]:
+        cells = []
+        for key in keys:
+            row = cell_of(study, strategy, key)
+            cells.append(
+                "–" if row is None else f"{_num(row['mean'])}{_interval(row)}, n={row['n']}"
+            )
+        lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"## Paired differences to `{study['baseline']}` (same seed, same setting)",
+        "",
+        "Mean of (strategy - baseline) test mIoU with its 95% bootstrap interval; the "
+        "two-sided Wilcoxon signed-rank p-value on the paired differences, and that p-value "
+        "Holm-adjusted over the comparisons of the setting; a difference is called only "
+        f"when the adjusted p-value is below {ALPHA}.",
+        "",
+        "| setting | strategy | n | mean difference [95% CI] | Wilcoxon p | Holm p "
+        "| wins / losses | verdict |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in study["comparisons"]:
+        lines.append(
+            f"| {setting_key(r['setting'])} | {r['strategy']} | {r['n']} | "
+            f"{r['mean_diff']:+.1f}{_interval(r)} | {_p(r['wilcoxon_p'])} | "
+            f"{_p(r.get('wilcoxon_p_holm'))} | {r['wins']} / {r['losses']} | {r['verdict']} |"
+        )
+    for title, name in figures:
+        lines += ["", f"![{title}]({name})"]
+    return "\n".join(lines) + "\n"
