@@ -24,6 +24,7 @@ from fuss_ray.study.spec import (
     PlannedRun,
     StudySpec,
     cell_space,
+    experiment_config,
     planned_runs,
     run_config,
     settings,
@@ -183,7 +184,7 @@ def run_study(
         raise UserError(f"--resume: no study to resume at {folder}")
     folder.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    base = validate_config(spec.base)
+    base = experiment_config(spec)  # the parent sits with its runs
     parent = open_parent_run(base, folder, spec.study.name, "study", state, resume)
     init_ray(address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     tuned = tune_cells(spec, folder, verbose)

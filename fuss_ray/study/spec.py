@@ -187,6 +187,15 @@ def run_config(
     return resolve_paths(validate_config(tree, source), spec.base_dir)
 
 
+def experiment_config(spec: StudySpec) -> RunConfig:
+    """The base config, logging to the study's experiment (its own, else the study's name)."""
+    base = validate_config(spec.base)
+    if base.tracking.experiment:
+        return base
+    tracking = base.tracking.model_copy(update={"experiment": spec.study.name})
+    return base.model_copy(update={"tracking": tracking})
+
+
 def cell_space(space: dict[str, ParamSpec], strategy: str) -> dict[str, ParamSpec]:
     """The part of a tuning space that applies to one strategy: parameters conditioned on
     another strategy's name are dropped, the condition on this one's is met."""
