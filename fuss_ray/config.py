@@ -172,6 +172,13 @@ class ModelConfig(_Strict):
     code_dim: int = Field(70, ge=2, le=4096)
     num_centroids: int | None = Field(None, ge=2, le=1024, description="default: num_classes")
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    centroid_order: Literal["shared", "per_client"] = Field(
+        "shared",
+        description="per_client: every client keeps its centroids in an order of its own "
+        "(a seeded permutation per client, as if each had initialised its model alone), so "
+        "centroid k of one client need not be centroid k of another: the permutation "
+        "ambiguity that index-wise averaging cannot see and matching can undo",
+    )
 
 
 class PairTerms(_Strict):

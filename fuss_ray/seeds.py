@@ -29,6 +29,7 @@ class Stream(IntEnum):
     VALIDATION = 1_299_709  # the labelled validation subset of the training images: (seed,)
     SCENE_DOMAIN = 7_919  # a synthetic domain's lighting: (seed, SALT, domain)
     GENERATED = 16_661  # benchmark feature maps generated per block: (seed, block)
+    CENTROID_ORDER = 6_007  # a client's private order of its centroids: (seed, client)
 
 
 def seed_stream(stream: Stream, *keys: int) -> list[int]:

@@ -413,6 +413,10 @@ def finish_run(
     if last.val_miou is not None:
         val = {"miou": last.val_miou, "pixel_acc": last.val_pixel_acc}
     at_start, at_end, transport = placement
+    measured = [r["alignment"] for r in progress.rounds if r.get("alignment")]
+    aligned = (
+        {k: float(np.mean([m[k] for m in measured])) for k in measured[0]} if measured else None
+    )
     summary = {
         "strategy": setup.strategy.name,
         "num_clients": prepared.partition.num_clients,
@@ -420,6 +424,7 @@ def finish_run(
         "rounds": progress.rounds,
         "final": final,
         "val": val,
+        "alignment": aligned,  # per-round centroid alignment, averaged over rounds
         "reference": setup.references,
         "clients_per_round": len(server.sample(1)),
         "client_sizes": prepared.partition.sizes(),

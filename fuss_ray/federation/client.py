@@ -26,9 +26,10 @@ from fuss_ray.federation.checkpoint import ArrayTree, latest_checkpoint, save_tr
 from fuss_ray.federation.objective import LocalRun
 from fuss_ray.federation.reduction import Reduced, reduce_updates
 from fuss_ray.federation.strategies import strategy_for
-from fuss_ray.federation.types import Arrays, Broadcast, ClientUpdate
+from fuss_ray.federation.types import CENTROIDS, Arrays, Broadcast, ClientUpdate
 from fuss_ray.losses import CorrespondenceLoss, cluster_loss
 from fuss_ray.models.head import FussModel, load_model_state, model_state
+from fuss_ray.seeds import Stream, seed_stream
 
 CLIENT_GROUP = "client:"  # checkpoint groups: what each client's objective keeps
 _LEGACY_GROUPS = ("states:", "previous:")  # the same, as checkpoints before 0.2 named it
@@ -59,6 +60,12 @@ def client_seed(seed: int, client_id: int, server_round: int) -> int:
     return int(
         np.random.SeedSequence([seed, client_id, server_round]).generate_state(2, np.uint64)[0] >> 1
     )
+
+
+def centroid_order(seed: int, client_id: int, count: int) -> NDArray[np.int64]:
+    """A client's private order of the centroids: its row j holds global centroid order[j]."""
+    rng = np.random.default_rng(seed_stream(Stream.CENTROID_ORDER, seed, client_id))
+    return rng.permutation(count).astype(np.int64)
 
 
 def build_model(config: RunConfig, in_dim: int) -> FussModel:
@@ -144,6 +151,18 @@ class ClientHost:
 
         buffers = ray.get(spec.store_refs)  # zero-copy views of the node's shared memory
         return FeatureStore.from_buffers(Path(spec.store_path), buffers, spec.store_meta)
+
+    def _client_view(self, cid: int, broadcast: Broadcast) -> Broadcast:
+        """The broadcast as this client's model holds it: with `model.centroid_order:
+        per_client`, every centroid array in the client's own order (it answers in it)."""
+        if self.config.model.centroid_order == "shared":
+            return broadcast
+        order = centroid_order(self.config.seed, cid, self.config.num_centroids)
+
+        def view(arrays: Arrays) -> Arrays:
+            return {k: v[order] if k.endswith(CENTROIDS) else v for k, v in arrays.items()}
+
+        return Broadcast(view(broadcast.state), view(broadcast.extras))
 
     def _fresh_model(self) -> FussModel:
         """A model on this host's device. Its random initial values are drawn from a fork
@@ -237,6 +256,7 @@ class ClientHost:
         """
         cfg, objective = self.config, self.objective
         kept = self.kept.get(cid)
+        broadcast = self._client_view(cid, broadcast)
         model = self.model
         load_model_state(model, objective.start_state(broadcast, kept))
         model.train()

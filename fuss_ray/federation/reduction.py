@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from fuss_ray.federation.types import Arrays, ClientUpdate, ModelState
+from fuss_ray.federation.types import CENTROIDS, Arrays, ClientUpdate, ModelState
 
 
 class Summation(Protocol):
@@ -64,6 +64,29 @@ class ClientRecord:
     num_samples: int
     loss: float
     rejected: str | None = None
+    # How its centroids line up with the global ones it started from (see `alignment`).
+    aligned: bool | None = None
+    gap_index: float | None = None
+    gap_matched: float | None = None
+
+
+def alignment(client: NDArray[Any], global_: NDArray[Any]) -> tuple[bool, float, float]:
+    """Whether a client's centroids are still index-aligned with the global ones.
+
+    The best one-to-one matching of client centroids to global centroids (squared
+    Euclidean cost; what exact optimal transport with uniform masses finds) is the
+    identity when centroid k still plays the role of global centroid k. Also returned:
+    the mean distance from client centroid k to global centroid k (what index-wise
+    averaging pairs) and to its matched global centroid (what matching pairs).
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    c, g = client.astype(np.float64), global_.astype(np.float64)
+    cost = ((c[:, None, :] - g[None, :, :]) ** 2).sum(axis=2)
+    rows, cols = linear_sum_assignment(cost)
+    index_gap = float(np.sqrt(np.diag(cost)).mean())
+    matched_gap = float(np.sqrt(cost[rows, cols]).mean())
+    return bool(np.array_equal(rows, cols)), index_gap, matched_gap
 
 
 @dataclass
@@ -144,9 +167,19 @@ def reduce_updates(
     """Screen updates (NaN/Inf, norm, range) and fold the accepted ones into one Reduced."""
     accepted, rejected = screen_updates(global_state, updates, max_norm)
     out = Reduced(shifts=dict(shifts))
+    reference = global_state.get(CENTROIDS)
     for u in updates:
         reason = rejected.get(u.client_id)
-        out.records.append(ClientRecord(u.client_id, u.num_samples, u.loss, reason))
+        record = ClientRecord(u.client_id, u.num_samples, u.loss, reason)
+        mine = u.state.get(CENTROIDS)
+        if (
+            reason is None
+            and reference is not None
+            and mine is not None
+            and mine.shape == reference.shape
+        ):
+            record.aligned, record.gap_index, record.gap_matched = alignment(mine, reference)
+        out.records.append(record)
     references = strategy.summand_references(global_state)
     for u in accepted:
         summed = strategy.summed_arrays(u, global_state)

@@ -13,7 +13,7 @@ from fuss_ray.config import FederationConfig, RunConfig
 from fuss_ray.features.cache import FeatureStore
 from fuss_ray.federation.checkpoint import ArrayTree
 from fuss_ray.federation.executor import Executor, FailureReport
-from fuss_ray.federation.reduction import Reduced, grid_shifts
+from fuss_ray.federation.reduction import ClientRecord, Reduced, grid_shifts
 from fuss_ray.federation.strategies.base import Strategy
 from fuss_ray.federation.systems import RoundPlan, SystemsModel
 from fuss_ray.federation.types import ModelState
@@ -30,6 +30,21 @@ def state_bytes(state: ModelState) -> int:
 def clients_per_round(fed: FederationConfig, num_clients: int) -> int:
     """A fraction of the clients, rounded up, at least min_clients and at most all of them."""
     return min(num_clients, max(fed.min_clients, math.ceil(fed.fraction * num_clients)))
+
+
+def centroid_alignment(records: list[ClientRecord]) -> dict[str, float] | None:
+    """Over a round's accepted clients: the share whose centroids are no longer
+    index-aligned with the global ones (their optimal-transport plan is not the identity),
+    and the mean distance of their centroids to the global centroid of the same index and
+    to the matched one. Index-wise averaging pairs the first; matching, the second."""
+    measured = [r for r in records if r.aligned is not None]
+    if not measured:
+        return None
+    return {
+        "misaligned": float(np.mean([not r.aligned for r in measured])),
+        "gap_index": float(np.mean([r.gap_index for r in measured])),
+        "gap_matched": float(np.mean([r.gap_matched for r in measured])),
+    }
 
 
 @dataclass
@@ -59,6 +74,7 @@ class RoundResult:
     sim_clock_s: float | None = None
     val_miou: float | None = None  # the validation split (None without one)
     val_pixel_acc: float | None = None
+    alignment: dict[str, float] | None = None  # see `centroid_alignment`
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -67,6 +83,7 @@ class RoundResult:
             "pixel_acc": self.pixel_acc,
             "val_miou": self.val_miou,
             "val_pixel_acc": self.val_pixel_acc,
+            "alignment": self.alignment,
             "seconds": self.seconds,
             "num_sampled": len(self.clients),
             "mean_loss": self.mean_loss,
@@ -108,6 +125,7 @@ class RoundResult:
         }
         out = {
             **{k: v for k, v in scored.items() if v is not None},
+            **{f"centroids_{k}": v for k, v in (self.alignment or {}).items()},
             "mean_loss": self.mean_loss,
             "seconds": self.seconds,
             "bytes_sent": float(self.bytes_sent),
@@ -292,6 +310,7 @@ class Server:
             sim_clock_s=self.systems.clock_s if self.systems is not None else None,
             rejected=rejected,
             failures=self.executor.last_failures,
+            alignment=centroid_alignment(accepted),
         )
         self._scored(result)
         result.seconds = time.perf_counter() - started
