@@ -212,8 +212,30 @@ class TrainConfig(_Strict):
     lr_centroids: float = Field(5e-3, gt=0.0, le=10.0)
 
 
+class FedBuffConfig(_Strict):
+    """Asynchronous federation (`federation.mode: async`): FedBuff on the virtual clock."""
+
+    concurrency: int = Field(10, ge=1, le=1_000_000, description="clients training at once")
+    buffer_size: int = Field(5, ge=1, le=1_000_000, description="arrivals per server update")
+    staleness: Literal["constant", "polynomial", "hinge"] = Field(
+        "polynomial",
+        description="how an update s server updates old is weighted: 1, (1 + s)^-exponent, "
+        "or 1 up to hinge_b and 1 / (hinge_a (s - hinge_b) + 1) after",
+    )
+    exponent: float = Field(0.5, ge=0.0, le=10.0)
+    hinge_a: float = Field(10.0, gt=0.0)
+    hinge_b: int = Field(4, ge=0)
+
+
 class FederationConfig(_Strict):
     """The strategy, client sampling and how clients map onto executors."""
+
+    mode: Literal["sync", "async"] = Field(
+        "sync",
+        description="sync: rounds that wait for their sampled clients; async: FedBuff "
+        "(federation.fedbuff), a server update every buffer_size arrivals",
+    )
+    fedbuff: FedBuffConfig = FedBuffConfig()
 
     strategy: dict[str, Any] = Field(default_factory=lambda: {"name": "fuss-maximin"})
     fraction: float = Field(1.0, gt=0.0, le=1.0, description="share of clients sampled per round")

@@ -20,6 +20,7 @@ class Stream(IntEnum):
     """The salt of each stream (its value is part of every seed drawn from it)."""
 
     SAMPLING = 271_828  # which clients a round samples: (seed, round)
+    DISPATCH = 314_159  # asynchronous mode: which idle client a dispatch starts: (seed, n)
     KMEANS = 31_337  # FedCC k-means initialisation: (seed, round)
     DEVICE = 7_331  # a client's device speed and bandwidth: (seed, client)
     AVAILABILITY = 4_242  # online at a round's start: (seed, client, round)

@@ -25,6 +25,7 @@ from fuss_ray.features.cache import FeatureStore, ensure_features
 from fuss_ray.federation.checkpoint import Checkpoint, CheckpointWriter, latest_checkpoint
 from fuss_ray.federation.client import HostSpec, build_model
 from fuss_ray.federation.executor import Executor, RayExecutor, SequentialExecutor
+from fuss_ray.federation.fedbuff import AsyncServer
 from fuss_ray.federation.memory import check_memory, estimate_memory, host_count, memory_limit
 from fuss_ray.federation.server import RoundResult, Server, clients_per_round, state_bytes
 from fuss_ray.federation.strategies import STRATEGIES, Strategy, strategy_for
@@ -187,6 +188,33 @@ def initial_state(config: RunConfig, in_dim: int) -> ModelState:
     return model_state(build_model(config, in_dim))
 
 
+def check_async(config: RunConfig, strategy: Strategy[Any]) -> None:
+    """Refuse, in one line, an asynchronous run that cannot mean anything."""
+    fed, systems = config.federation, config.systems
+    if fed.mode != "async":
+        return
+    if not strategy.supports_async:
+        raise UserError(
+            f"federation.mode: async: strategy '{strategy.name}' has no asynchronous form "
+            "(fedavg, fedprox, moon, fuss-maximin, fuss-kmeans and ot-match have)"
+        )
+    if fed.head_aggregation != "mean":
+        raise UserError(
+            "federation.head_aggregation: async buffers are averaged; median and "
+            "trimmed_mean are for synchronous rounds"
+        )
+    if systems.deadline_s is not None or systems.over_commit != 1.0:
+        raise UserError(
+            "systems.deadline_s / over_commit: an asynchronous server waits for no round; "
+            "leave them unset (fedbuff.concurrency and buffer_size set the pace)"
+        )
+    if fed.fedbuff.concurrency > simulated_clients(config):
+        raise UserError(
+            f"federation.fedbuff.concurrency: {fed.fedbuff.concurrency} clients at once, but "
+            f"the run has {simulated_clients(config)}"
+        )
+
+
 def check_fits(config: RunConfig, spec: HostSpec, state: ModelState, eval_images: int) -> None:
     """Refuse a run that would not fit in memory, before any actor starts."""
     import os
@@ -233,6 +261,7 @@ def set_up(config: RunConfig, out_dir: Path, resume: bool, show_progress: bool) 
     """
     asked = config.digest()
     strategy = strategy_for(config)  # its settings are checked before any data is read
+    check_async(config, strategy)
     config = centralised_config(config)
     ckpt_root = out_dir / "checkpoints"
     restored = checkpoint_to_resume(config, out_dir) if resume else None
@@ -326,8 +355,10 @@ def save_checkpoint(
 ) -> Checkpoint:
     """Hosts write their clients' state, then the server's part publishes the folder."""
     staging = writer.staging(server_round)
-    client_files = server.executor.save_clients(staging)
+    # The server's part first: an asynchronous server may still train clients for it,
+    # and the hosts must then save their clients' state as that training left it.
     arrays, server_meta = server.export()
+    client_files = server.executor.save_clients(staging)
     meta = {
         "config": config.to_dict(),
         "outcome_config": config.outcome_dict(),
@@ -361,6 +392,13 @@ def run_rounds(
             progress.rounds.append(last.summary())
             if r not in progress.logged:  # a resumed round may have been logged before
                 tracker.log_metrics(last.metrics(), step=r)
+                if last.asynchrony is not None and last.sim_clock_s is not None:
+                    # The same scores against the simulated clock (seconds as the step).
+                    by_clock = {"miou": last.miou, "val_miou": last.val_miou}
+                    tracker.log_metrics(
+                        {f"{k}_by_sim_s": v for k, v in by_clock.items() if v is not None},
+                        step=round(last.sim_clock_s),
+                    )
             if every and (r % every == 0 or r == config.train.rounds):
                 save_checkpoint(writer, r, server, config, progress, tracker)
             # The last round is reported only once the run is fully recorded, since a
@@ -487,7 +525,8 @@ def run_simulation(
     setup = set_up(config, out_dir, resume, show_progress)
     tracker = make_tracker(setup.config, out_dir, parent_run_id, run_name)
     executor = make_executor(setup.config, setup.spec)
-    server = Server(
+    server_type = AsyncServer if setup.config.federation.mode == "async" else Server
+    server = server_type(
         setup.config,
         setup.strategy,
         executor,

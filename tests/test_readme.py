@@ -40,6 +40,7 @@ SHRINK = {
     "partition": SHRINK_DATA,
     "extract": SHRINK_DATA,
     "tune": [*SHRINK_RUN, "search.num_samples=2"],
+    "study": [*SHRINK_RUN, "study.seeds=[0,1]"],
     "compare": [],
     "resume": [],  # continues the killed run with the config it started with
     "dry-run": [],  # reads a fake tree, trains nothing
@@ -147,7 +148,7 @@ def kill_a_run(cwd: Path, env: dict[str, str], out: str) -> None:
 
 def test_readme_lists_the_commands_the_issue_names() -> None:
     kinds = {kind(c) for c in readme_commands()}
-    assert {"run", "partition", "extract", "resume", "dry-run", "tune", "compare"} <= kinds
+    assert {"run", "partition", "extract", "resume", "dry-run", "tune", "study", "compare"} <= kinds
     assert readme_commands()[0] == ACTIVATE
 
 
@@ -186,6 +187,10 @@ def test_every_readme_command_runs_as_written(tmp_path: Path) -> None:
             # The best config is ready for `fuss-ray run`: validate it there, from the copy.
             rel = best.relative_to(repo)
             shell(f"fuss-ray run {rel} --dry-run", repo, env, timeout=300)
+        if rule == "study":
+            result = json.loads(out.strip().splitlines()[-1])
+            assert result["runs"] == 3 * 2 * 2 and result["failed"] == 0, out[-3000:]
+            assert "Paired differences" in Path(result["report"]).read_text()
         if rule == "compare":
             assert "fedprox" in out and "ot-match" in out and (repo / "runs").is_dir()
     assert "tune" in seen and "resume" in seen

@@ -213,11 +213,23 @@ class ClientHost:
         return sorted({int(g.partition(":")[2]) for g in tree})
 
     def train(
-        self, broadcast: Broadcast, client_ids: list[int], server_round: int
+        self,
+        broadcast: Broadcast,
+        client_ids: list[int],
+        server_round: int,
+        keys: dict[int, int] | None = None,
     ) -> list[ClientUpdate]:
-        """Run local training for the given clients, in id order."""
+        """Run local training for the given clients, in id order.
+
+        `keys` (asynchronous mode) seeds each client's draws by its dispatch instead of
+        the round, since one client may train twice between two server updates.
+        """
+        keys = keys or {}
         with self._round_features(client_ids):
-            return [self._train_one(cid, broadcast, server_round) for cid in sorted(client_ids)]
+            return [
+                self._train_one(cid, broadcast, keys.get(cid, server_round))
+                for cid in sorted(client_ids)
+            ]
 
     def _round_features(self, client_ids: list[int]) -> Any:
         """Online features: extract every image these clients use, batched across them."""

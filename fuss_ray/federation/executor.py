@@ -42,8 +42,13 @@ class Executor(ABC):
 
     @abstractmethod
     def train(
-        self, broadcast: Broadcast, client_ids: list[int], server_round: int
-    ) -> list[ClientUpdate]: ...
+        self,
+        broadcast: Broadcast,
+        client_ids: list[int],
+        server_round: int,
+        keys: dict[int, int] | None = None,
+    ) -> list[ClientUpdate]:
+        """Every client's whole update, sorted by client id (asynchronous mode, tests)."""
 
     @abstractmethod
     def train_reduced(
@@ -77,9 +82,13 @@ class SequentialExecutor(Executor):
         self.total_samples = sum(len(v) for v in spec.clients.values())
 
     def train(
-        self, broadcast: Broadcast, client_ids: list[int], server_round: int
+        self,
+        broadcast: Broadcast,
+        client_ids: list[int],
+        server_round: int,
+        keys: dict[int, int] | None = None,
     ) -> list[ClientUpdate]:
-        return self.host.train(broadcast, client_ids, server_round)
+        return self.host.train(broadcast, client_ids, server_round, keys)
 
     def train_reduced(
         self,
@@ -357,10 +366,15 @@ class RayExecutor(Executor):
         return [{"node": n, "clients": c} for n, c in zip(nodes, counts, strict=True)]
 
     def train(
-        self, broadcast: Broadcast, client_ids: list[int], server_round: int
+        self,
+        broadcast: Broadcast,
+        client_ids: list[int],
+        server_round: int,
+        keys: dict[int, int] | None = None,
     ) -> list[ClientUpdate]:
-        """Every client's whole update (tests, tools); rounds use `train_reduced`."""
-        batches = self._call("train", broadcast, (), client_ids, server_round)
+        """Every client's whole update (asynchronous mode, tests); rounds use
+        `train_reduced`."""
+        batches = self._call("train", broadcast, (), client_ids, server_round, keys)
         return sorted((u for b in batches for u in b), key=lambda u: u.client_id)
 
     def train_reduced(
@@ -383,6 +397,7 @@ class RayExecutor(Executor):
         extra: tuple[Any, ...],
         client_ids: list[int],
         server_round: int,
+        keys: dict[int, int] | None = None,
     ) -> list[Any]:
         import time
 
@@ -396,7 +411,11 @@ class RayExecutor(Executor):
         deadlines: dict[int, float] = {}  # each attempt gets the full timeout
 
         def submit(a: int, cids: list[int]) -> Any:
-            fut = getattr(self.actors[a], method).remote(ref, *extra, cids, server_round)
+            call = getattr(self.actors[a], method)
+            if keys is None:
+                fut = call.remote(ref, *extra, cids, server_round)
+            else:
+                fut = call.remote(ref, *extra, cids, server_round, {c: keys[c] for c in cids})
             if limit is not None:
                 deadlines[id(fut)] = time.monotonic() + limit
             return fut

@@ -75,6 +75,7 @@ class RoundResult:
     val_miou: float | None = None  # the validation split (None without one)
     val_pixel_acc: float | None = None
     alignment: dict[str, float] | None = None  # see `centroid_alignment`
+    asynchrony: dict[str, Any] | None = None  # asynchronous mode: staleness, arrivals
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -84,6 +85,8 @@ class RoundResult:
             "val_miou": self.val_miou,
             "val_pixel_acc": self.val_pixel_acc,
             "alignment": self.alignment,
+            **({"async": self.asynchrony} if self.asynchrony is not None else {}),
+            **({"sim_clock_s": self.sim_clock_s} if self.plan is None and self.sim_clock_s else {}),
             "seconds": self.seconds,
             "num_sampled": len(self.clients),
             "mean_loss": self.mean_loss,
@@ -141,6 +144,9 @@ class RoundResult:
             out["sim_clock_s"] = self.sim_clock_s
             for status, n in self.plan.counts().items():
                 out[f"clients_{status}"] = float(n)
+        if self.asynchrony is not None and self.sim_clock_s is not None:
+            out["sim_clock_s"] = self.sim_clock_s
+            out.update({f"async_{k}": float(v) for k, v in self.asynchrony.items()})
         series = {
             "client_loss": self.client_losses,
             "client_miou": [c["miou"] for c in self.per_client],

@@ -111,6 +111,37 @@ class SystemsModel:
         )
         return bool(rng.random() < self.cfg.availability), math.inf
 
+    def client_time(
+        self,
+        client: int,
+        key: int,
+        start_s: float,
+        local_steps: int,
+        download_bytes: int,
+        upload_bytes: int,
+    ) -> tuple[str, float]:
+        """One client's work started at `start_s` on the clock: (status, seconds it takes).
+
+        KEPT with its duration; UNAVAILABLE (offline at the start) with inf; DROPPED (gone
+        before it could upload) with the time at which it leaves: the end of its online
+        window, or, for a random dropout, when its upload should have come (when an
+        asynchronous server notices). `key` makes its draws unique: the round, or in
+        asynchronous mode the dispatch.
+        """
+        online, left = self._available(client, key, start_s)
+        if not online:
+            return UNAVAILABLE, math.inf
+        cfg = self.cfg
+        finish = (
+            download_bytes / self.down_rate[client]
+            + local_steps * cfg.step_seconds / self.speed[client]
+            + upload_bytes / self.up_rate[client]
+        )
+        rng = np.random.default_rng(seed_stream(Stream.DROPOUT, self.seed, client, key))
+        if rng.random() < cfg.dropout or finish > left:  # gone before it could upload
+            return DROPPED, min(finish, left)
+        return KEPT, finish
+
     def plan(
         self,
         server_round: int,
@@ -125,20 +156,12 @@ class SystemsModel:
         deadline = cfg.deadline_s if cfg.deadline_s is not None else math.inf
         drafts: list[tuple[float, int, str]] = []
         for c in sampled:
-            online, left = self._available(c, server_round, self.clock_s)
-            if not online:
-                drafts.append((math.inf, c, UNAVAILABLE))
-                continue
-            finish = (
-                download_bytes / self.down_rate[c]
-                + local_steps * cfg.step_seconds / self.speed[c]
-                + upload_bytes / self.up_rate[c]
+            status, finish = self.client_time(
+                c, server_round, self.clock_s, local_steps, download_bytes, upload_bytes
             )
-            rng = np.random.default_rng(seed_stream(Stream.DROPOUT, self.seed, c, server_round))
-            if rng.random() < cfg.dropout or finish > left:  # gone before it could upload
-                drafts.append((math.inf, c, DROPPED))
-                continue
-            drafts.append((finish, c, LATE if finish > deadline else KEPT))
+            if status == KEPT and finish > deadline:
+                status = LATE
+            drafts.append((finish if status in (KEPT, LATE) else math.inf, c, status))
         in_time = sorted((f, c) for f, c, s in drafts if s == KEPT)
         kept = {c for _, c in in_time[:target]}
         timelines = []

@@ -131,19 +131,19 @@ def write_report(study: dict[str, Any], folder: Path) -> list[Path]:
         factor_plot(study, factor, path)
         files.append(path)
         figures.append((f"Test mIoU against {factor}", path.name))
-    if not study["grid"]:
+    if not study["grid"]:  # explicit settings: one axis, one point per setting
+        labels = [setting_key(x) for x in study.get("settings") or [{}]]
+        flat = {
+            **study,
+            "grid": {"setting": labels},
+            "cells": [
+                {**c, "setting": {"setting": setting_key(c["setting"])}} for c in study["cells"]
+            ],
+        }
         path = folder / "miou.png"
-        factor_plot(
-            {
-                **study,
-                "grid": {"setting": ["base"]},
-                "cells": [{**c, "setting": {"setting": "base"}} for c in study["cells"]],
-            },
-            "setting",
-            path,
-        )
+        factor_plot(flat, "setting", path)
         files.append(path)
-        figures.append(("Test mIoU", path.name))
+        figures.append(("Test mIoU per setting", path.name))
     if study["comparisons"]:
         path = folder / "paired-differences.png"
         differences_plot(study, path)

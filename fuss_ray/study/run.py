@@ -215,6 +215,7 @@ def run_study(
         "strategies": spec.study.strategies,
         "seeds": spec.study.seeds,
         "grid": spec.study.grid,
+        "settings": settings(spec),
         "tune": spec.study.tune.model_dump(mode="json") if spec.study.tune else None,
         "base_config": spec.base,
         "runs": rows,

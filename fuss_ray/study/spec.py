@@ -67,6 +67,12 @@ class StudySettings(BaseModel):
     baseline: str
     seeds: list[int] = Field(min_length=1)
     grid: dict[str, list[Any]] = Field(default_factory=dict)
+    settings: list[dict[str, Any]] | None = Field(
+        None,
+        description="an explicit list of settings instead of a grid's every combination, "
+        "e.g. [{partition.alpha: 0.1}, {partition.alpha: 0.1, model.centroid_order: "
+        "per_client}]",
+    )
     tune: StudyTuning | None = None
     max_concurrent: int = Field(2, ge=1, le=10_000, description="runs at once")
     trial_cpus: float = Field(0.5, gt=0.0, le=1024.0, description="each run's own server")
@@ -105,6 +111,13 @@ class StudySettings(BaseModel):
     def _baseline(self) -> StudySettings:
         if self.baseline not in self.strategies:
             raise ValueError(f"study.baseline: '{self.baseline}' is not one of study.strategies")
+        if self.settings is not None:
+            if self.grid:
+                raise ValueError("study: give either grid or settings, not both")
+            if not self.settings:
+                raise ValueError("study.settings: list at least one setting")
+            for setting in self.settings:
+                self._grid({k: [v] for k, v in setting.items()})
         return self
 
 
@@ -146,7 +159,10 @@ def slug(text: str) -> str:
 
 
 def settings(spec: StudySpec) -> list[dict[str, Any]]:
-    """The grid's settings: every combination of its values (one empty setting without)."""
+    """The study's settings: its explicit list, else every combination of the grid's values
+    (one empty setting without either)."""
+    if spec.study.settings is not None:
+        return [dict(s) for s in spec.study.settings]
     keys = list(spec.study.grid)
     return [
         dict(zip(keys, combo, strict=True))

@@ -1,5 +1,5 @@
 """A strategy from another installed package, found through the `fuss_ray.strategies`
-entry-point group, in `run` on Ray (its actors check the config too) and in `tune`."""
+entry-point group, in `run` on Ray (its actors check the config too), `tune` and `study`."""
 
 from __future__ import annotations
 
@@ -65,7 +65,9 @@ def _cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Complete
 
 
 @pytest.mark.slow
-def test_a_plugin_strategy_runs_on_ray_and_in_a_search(cache_dir: Path, tmp_path: Path) -> None:
+def test_a_plugin_strategy_runs_on_ray_in_a_search_and_in_a_study(
+    cache_dir: Path, tmp_path: Path
+) -> None:
     plugin = install_plugin(tmp_path / "site")
     tree = tiny_config_dict(
         cache_dir,
@@ -112,3 +114,20 @@ def test_a_plugin_strategy_runs_on_ray_and_in_a_search(cache_dir: Path, tmp_path
     result = json.loads(tuned.stdout.strip().splitlines()[-1])
     assert result["trials"] == 1 and result["errored"] == 0
     assert 0.1 <= result["best"]["params"]["federation.strategy.step"] <= 0.9
+
+    study = {
+        "base": "run.yaml",
+        "overrides": {"train.rounds": 1, "federation.executor": "sequential"},
+        "study": {
+            "name": "plugin",
+            "strategies": ["fedavg", "part-way"],
+            "baseline": "fedavg",
+            "seeds": [0],
+            "out_dir": str(tmp_path / "studies"),
+        },
+    }
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(study))
+    studied = _cli(["study", str(tmp_path / "study.yaml")], env, tmp_path)
+    assert studied.returncode == 0, studied.stderr[-3000:]
+    report = json.loads((tmp_path / "studies" / "plugin" / "study.json").read_text())
+    assert {r["strategy"] for r in report["runs"]} == {"fedavg", "part-way"}

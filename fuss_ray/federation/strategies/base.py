@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CENTROIDS",
     "STRATEGIES",
+    "Arrays",
     "ClientUpdate",
     "ModelState",
     "Strategy",
@@ -205,14 +206,69 @@ class Strategy(ABC, Generic[P]):
             if self.server_lr == 1.0 and self.server_momentum == 0.0:
                 new[key] = avg
                 continue
-            delta = avg.astype(np.float64) - old.astype(np.float64)
-            velocity = self.server_momentum * self._velocity.get(key, 0.0) + delta
-            self._velocity[key] = velocity
-            new[key] = (old.astype(np.float64) + self.server_lr * velocity).astype(np.float32)
+            new[key] = self._server_step(key, old, avg.astype(np.float64) - old)
         new[CENTROIDS] = self.reduce_centroids(
             global_state[CENTROIDS], reduced, server_round
         ).astype(np.float32)
         return new
+
+    def _server_step(
+        self, key: str, old: NDArray[np.float32], delta: NDArray[np.float64]
+    ) -> NDArray[np.float32]:
+        """old + server_lr x velocity, velocity = momentum x velocity + delta (FedAvgM)."""
+        velocity = self.server_momentum * self._velocity.get(key, 0.0) + delta
+        self._velocity[key] = velocity
+        return (old.astype(np.float64) + self.server_lr * velocity).astype(np.float32)
+
+    # Asynchronous federation (FedBuff, `federation.mode: async`). A strategy that sets
+    # `supports_async` defines what a client contributes against the model it started
+    # from, and how a full buffer of contributions moves the centroids.
+    supports_async: ClassVar[bool] = False
+
+    def async_contribution(self, start: ModelState, update: ClientUpdate) -> Arrays:
+        """A client's update as the buffer holds it: its change of the head since the model
+        it started from, and its centroid contribution (`async_centroids`)."""
+        out: Arrays = {
+            k: update.state[k].astype(np.float64) - v.astype(np.float64)
+            for k, v in start.items()
+            if k != CENTROIDS
+        }
+        out.update(self.async_centroids(start[CENTROIDS], update))
+        return out
+
+    def async_centroids(self, start: NDArray[np.float32], update: ClientUpdate) -> Arrays:
+        """The centroid part of a client's contribution (see `async_contribution`)."""
+        raise NotImplementedError(f"{self.name} does not run asynchronously")
+
+    def buffer_centroids(
+        self, current: NDArray[np.float32], weights: list[float], parts: list[Arrays], version: int
+    ) -> NDArray[np.float32]:
+        """The next centroids from a full buffer (weights and contributions, in order)."""
+        raise NotImplementedError(f"{self.name} does not run asynchronously")
+
+    def apply_buffer(
+        self, state: ModelState, weights: list[float], parts: list[Arrays], version: int
+    ) -> ModelState:
+        """The next global state from a full buffer: the head moves by the weighted mean of
+        the clients' changes (weights: staleness x samples; with the server step and
+        momentum of synchronous rounds), the centroids by `buffer_centroids`."""
+        new: ModelState = {}
+        for key, old in state.items():
+            if key != CENTROIDS:
+                new[key] = self._server_step(key, old, weighted_mean(weights, parts, key))
+        new[CENTROIDS] = self.buffer_centroids(state[CENTROIDS], weights, parts, version).astype(
+            np.float32
+        )
+        return new
+
+
+def weighted_mean(weights: list[float], parts: list[Arrays], key: str) -> NDArray[np.float64]:
+    """sum_i w_i parts_i[key] / sum_i w_i, in float64 and in the given (arrival) order."""
+    total = np.zeros_like(parts[0][key], dtype=np.float64)
+    for w, part in zip(weights, parts, strict=True):
+        total += w * part[key]
+    out: NDArray[np.float64] = total / float(sum(weights))
+    return out
 
 
 _S = TypeVar("_S", bound=type[Strategy[Any]])

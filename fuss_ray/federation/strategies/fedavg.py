@@ -10,11 +10,13 @@ from numpy.typing import NDArray
 from fuss_ray.federation.reduction import Reduced
 from fuss_ray.federation.strategies.base import (
     CENTROIDS,
+    Arrays,
     ClientUpdate,
     P,
     Strategy,
     StrategyParams,
     register_strategy,
+    weighted_mean,
 )
 
 
@@ -37,6 +39,19 @@ class IndexAveraging(Strategy[P]):
         self, global_centroids: NDArray[np.float32], reduced: Reduced, server_round: int
     ) -> NDArray[np.float32]:
         return reduced.mean(CENTROIDS)
+
+    supports_async = True
+
+    def async_centroids(self, start: NDArray[np.float32], update: ClientUpdate) -> Arrays:
+        """Its change of each centroid, index by index."""
+        return {CENTROIDS: update.state[CENTROIDS].astype(np.float64) - start}
+
+    def buffer_centroids(
+        self, current: NDArray[np.float32], weights: list[float], parts: list[Arrays], version: int
+    ) -> NDArray[np.float32]:
+        """Each centroid moves by the weighted mean of the clients' changes of it."""
+        delta = weighted_mean(weights, parts, CENTROIDS)
+        return (current.astype(np.float64) + delta).astype(np.float32)
 
 
 class FedAvgParams(StrategyParams):

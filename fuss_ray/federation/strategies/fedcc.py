@@ -16,6 +16,7 @@ from pydantic import Field
 from fuss_ray.federation.reduction import Reduced
 from fuss_ray.federation.strategies.base import (
     CENTROIDS,
+    Arrays,
     ClientUpdate,
     P,
     Strategy,
@@ -36,6 +37,24 @@ class _FromThePool(Strategy[P]):
 
     def centroid_per_client(self, update: ClientUpdate) -> dict[str, NDArray[Any]]:
         return {CENTROIDS: update.state[CENTROIDS]}
+
+    # Asynchronous: a full buffer's centroids are pooled after the current global ones,
+    # and C are chosen from that pool as in a round (maximin starts from the current
+    # global centroid 0), so the global set is the anchor the buffer refines.
+    supports_async = True
+
+    def async_centroids(self, start: NDArray[np.float32], update: ClientUpdate) -> Arrays:
+        return {CENTROIDS: update.state[CENTROIDS].astype(np.float64)}
+
+    def buffer_centroids(
+        self, current: NDArray[np.float32], weights: list[float], parts: list[Arrays], version: int
+    ) -> NDArray[np.float32]:
+        pool = np.concatenate([current.astype(np.float64), *(p[CENTROIDS] for p in parts)])
+        return self.select(pool, len(current), version)
+
+    def select(self, pool: NDArray[np.float64], count: int, key: int) -> NDArray[np.float32]:
+        """C centroids out of a pool (client-major; the first rows are the anchor)."""
+        raise NotImplementedError
 
 
 def maximin_select(pool: NDArray[np.float64], count: int) -> NDArray[np.int64]:
@@ -63,9 +82,10 @@ class FussMaximin(_FromThePool[MaximinParams]):
     def reduce_centroids(
         self, global_centroids: NDArray[np.float32], reduced: Reduced, server_round: int
     ) -> NDArray[np.float32]:
-        pool = centroid_pool(reduced)
-        picked = maximin_select(pool, len(global_centroids))
-        return pool[picked].astype(np.float32)
+        return self.select(centroid_pool(reduced), len(global_centroids), server_round)
+
+    def select(self, pool: NDArray[np.float64], count: int, key: int) -> NDArray[np.float32]:
+        return pool[maximin_select(pool, count)].astype(np.float32)
 
 
 class KMeansParams(StrategyParams):
@@ -83,12 +103,16 @@ class FussKMeans(_FromThePool[KMeansParams]):
     def reduce_centroids(
         self, global_centroids: NDArray[np.float32], reduced: Reduced, server_round: int
     ) -> NDArray[np.float32]:
+        pool = centroid_pool(reduced)
+        if len(pool) < len(global_centroids):
+            return global_centroids
+        return self.select(pool, len(global_centroids), server_round)
+
+    def select(self, pool: NDArray[np.float64], count: int, key: int) -> NDArray[np.float32]:
         from scipy.cluster.vq import kmeans2
 
-        pool = centroid_pool(reduced)
-        count = len(global_centroids)
-        if len(pool) <= count:
-            return pool[:count].astype(np.float32) if len(pool) == count else global_centroids
-        rng = np.random.default_rng(seed_stream(Stream.KMEANS, self.seed, server_round))
+        if len(pool) == count:
+            return pool.astype(np.float32)
+        rng = np.random.default_rng(seed_stream(Stream.KMEANS, self.seed, key))
         centres, _ = kmeans2(pool, count, iter=self.params.iterations, minit="++", seed=rng)
         return np.asarray(centres, dtype=np.float32)

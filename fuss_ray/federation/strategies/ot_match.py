@@ -16,10 +16,12 @@ from pydantic import Field
 from fuss_ray.federation.reduction import Reduced
 from fuss_ray.federation.strategies.base import (
     CENTROIDS,
+    Arrays,
     ClientUpdate,
     Strategy,
     StrategyParams,
     register_strategy,
+    weighted_mean,
 )
 
 
@@ -84,3 +86,18 @@ class OTMatch(Strategy[OTMatchParams]):
         self, global_centroids: NDArray[np.float32], reduced: Reduced, server_round: int
     ) -> NDArray[np.float32]:
         return reduced.mean(ALIGNED)
+
+    supports_async = True
+
+    def async_centroids(self, start: NDArray[np.float32], update: ClientUpdate) -> Arrays:
+        """Its centroids aligned to the centroids it started from, minus those: a change in
+        the global centroids' own index frame, whatever order the client's are in."""
+        aligned = self.centroid_summands(start, update)[ALIGNED]
+        return {CENTROIDS: aligned - start.astype(np.float64)}
+
+    def buffer_centroids(
+        self, current: NDArray[np.float32], weights: list[float], parts: list[Arrays], version: int
+    ) -> NDArray[np.float32]:
+        """Each global centroid moves by the weighted mean of its aligned changes."""
+        delta = weighted_mean(weights, parts, CENTROIDS)
+        return (current.astype(np.float64) + delta).astype(np.float32)

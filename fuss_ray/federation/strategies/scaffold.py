@@ -88,6 +88,7 @@ class Scaffold(IndexAveraging[ScaffoldParams]):
 
     name = "scaffold"
     Params = ScaffoldParams
+    supports_async = False  # control variates under staleness: not defined here
 
     def __init__(self, params: ScaffoldParams, *args: Any, **kwargs: Any) -> None:
         super().__init__(params, *args, **kwargs)
