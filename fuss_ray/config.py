@@ -50,6 +50,12 @@ class DataConfig(_Strict):
     num_classes: int = Field(5, ge=2, le=255)
     image_size: int = Field(224, ge=32, le=4096, description="synthetic: generated side length")
     regions: tuple[int, int] = Field((3, 7), description="synthetic: min and max regions")
+    seed: int | None = Field(
+        None,
+        ge=0,
+        description="synthetic: the scenes' own seed, so a benchmark can keep one dataset "
+        "while runs vary their seed (default: the run's seed)",
+    )
     domains: int = Field(3, ge=1, le=1000, description="synthetic: appearance domains")
     eval_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="folder: held-out share")
     val_fraction: float = Field(
@@ -164,6 +170,11 @@ class FeatureConfig(_Strict):
     )
     cache_dir: Path = Path(".fuss_cache")
     label_size: int = Field(112, ge=8, le=2048, description="evaluation mask side")
+    dtype: Literal["float32", "float16"] = Field(
+        "float32",
+        description="how the cache stores features: float16 halves its disk, page cache and "
+        "object-store size; clients compute in float32 either way",
+    )
 
 
 class ModelConfig(_Strict):

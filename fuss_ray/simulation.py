@@ -435,6 +435,7 @@ def finish_run(
     tracker: Tracker,
     progress: Progress,
     placement: tuple[list[dict[str, Any]], list[dict[str, Any]], str],
+    timings: dict[str, float],
 ) -> dict[str, Any]:
     """Final scores, artifacts and `summary.json`, then the tracker's run is closed."""
     config, prepared = setup.config, setup.prepared
@@ -471,6 +472,7 @@ def finish_run(
         "actors": at_end,
         "feature_transport": transport,
         "wall_seconds": progress.elapsed(),
+        "timings": timings,
         "resumed_from_round": setup.restored.round if setup.restored is not None else None,
         "mlflow_run_id": tracker.run_id,
         "config": config.to_dict(),
@@ -522,9 +524,13 @@ def run_simulation(
     The three steps: `set_up` (nothing runs yet), `run_rounds`, `finish_run`.
     """
     torch.set_num_threads(1)
+    clock = time.perf_counter()
     setup = set_up(config, out_dir, resume, show_progress)
+    timings = {"setup_s": time.perf_counter() - clock}  # data, features, checks
     tracker = make_tracker(setup.config, out_dir, parent_run_id, run_name)
+    clock = time.perf_counter()
     executor = make_executor(setup.config, setup.spec)
+    timings["start_s"] = time.perf_counter() - clock  # hosts (actors) up and ready
     server_type = AsyncServer if setup.config.federation.mode == "async" else Server
     server = server_type(
         setup.config,
@@ -550,7 +556,8 @@ def run_simulation(
         executor.shutdown()
         if status != "FINISHED":
             tracker.finish(status)
-    summary = finish_run(setup, server, tracker, progress, placement)
+    timings["rounds_s"] = progress.elapsed() - progress.elapsed_before
+    summary = finish_run(setup, server, tracker, progress, placement, timings)
     if on_round is not None and progress.last is not None:
         on_round(progress.last.summary())
     return summary
@@ -583,13 +590,15 @@ def dry_run_plan(config: RunConfig) -> list[str]:
     eval_side = fc.eval_input_size or fc.input_size
     grid, eval_grid = -(-fc.input_size // stride), -(-eval_side // stride)  # ViTs pad
     labels = fc.label_size**2
-    train_bytes = len(train) * (channels * grid * grid * 4 + labels)
+    width = 2 if fc.dtype == "float16" else 4
+    train_bytes = len(train) * (channels * grid * grid * width + labels)
     copies = 2 if config.evaluation.flip_tta else 1
     eval_bytes = len(evaluation) * (
-        copies * channels * eval_grid * eval_grid * 4 + labels * (4 if config.evaluation.crf else 1)
+        copies * channels * eval_grid * eval_grid * width
+        + labels * (4 if config.evaluation.crf else 1)
     )
     n_val = len(val) if val is not None else 0
-    eval_bytes += n_val * (channels * eval_grid * eval_grid * 4 + labels)
+    eval_bytes += n_val * (channels * eval_grid * eval_grid * width + labels)
     sizes = partition.sizes()
     strategy = config.federation.strategy["name"]
     per_round = clients_per_round(config.federation, len(sizes))

@@ -20,7 +20,9 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def run(five_crop: bool, eval_side: int, seed: int, cache: Path, out: Path) -> dict[str, Any]:
+def run(
+    five_crop: bool, eval_side: int, seed: int, cache: Path, out: Path, pretrained: bool = True
+) -> dict[str, Any]:
     from fuss_ray.config import validate_config
     from fuss_ray.simulation import run_simulation
 
@@ -31,6 +33,7 @@ def run(five_crop: bool, eval_side: int, seed: int, cache: Path, out: Path) -> d
             "data": {"dataset": "packaged-real", "sources": ["nuclei"]},
             "partition": {"kind": "iid", "num_clients": 2},
             "features": {
+                "pretrained": pretrained,
                 "cache_dir": str(cache),
                 "five_crop": five_crop,
                 "eval_input_size": eval_side,
@@ -38,13 +41,14 @@ def run(five_crop: bool, eval_side: int, seed: int, cache: Path, out: Path) -> d
             },
             "train": {"rounds": 2, "local_steps": 40},
             "federation": {"executor": "sequential"},
-            "evaluation": {"flip_tta": True, "crf": True},
+            "evaluation": {"flip_tta": pretrained, "crf": pretrained},
             "checkpoint": {"every": 0},
             "tracking": "off",
         }
     )
     summary = run_simulation(cfg, out, show_progress=False)
-    variants: dict[str, Any] = summary["final"]["variants"]
+    final = summary["final"]
+    variants: dict[str, Any] = final.get("variants") or {"plain": final}
     return variants
 
 
@@ -67,6 +71,7 @@ def main() -> None:
                     values = [v[variant]["miou"] for v in per_seed]
                     rows.append(
                         {
+                            "features": "pretrained",
                             "five_crop": five_crop,
                             "eval_side": side,
                             "variant": variant,
@@ -75,8 +80,27 @@ def main() -> None:
                             "std": statistics.pstdev(values),
                         }
                     )
+        # The same pipeline on randomly initialised features: what pretraining is worth.
+        random_runs = [
+            run(False, 224, seed, args.cache, Path(tmp) / f"random-{seed}", pretrained=False)
+            for seed in args.seeds
+        ]
+        values = [v["plain"]["miou"] for v in random_runs]
+        rows.append(
+            {
+                "five_crop": False,
+                "eval_side": 224,
+                "variant": "plain",
+                "features": "random",
+                "miou": values,
+                "mean": statistics.mean(values),
+                "std": statistics.pstdev(values),
+            }
+        )
     if args.json is not None:
-        args.json.write_text(json.dumps({"seeds": args.seeds, "rows": rows}, indent=1))
+        command = "python tools/protocol_options.py --seeds " + " ".join(map(str, args.seeds))
+        payload = {"command": command, "seeds": args.seeds, "rows": rows}
+        args.json.write_text(json.dumps(payload, indent=1))
     print("| five-crop | eval side | test-time | mIoU (mean ± std) | per seed |")
     print("|---|---|---|---|---|")
     for r in rows:

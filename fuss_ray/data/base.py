@@ -204,14 +204,18 @@ def build_datasets(config: RunConfig) -> Splits:
     return Splits(train, val, evaluation)
 
 
+def _scenes_seed(config: RunConfig) -> int:
+    return config.seed if config.data.seed is None else config.data.seed
+
+
 def _named_datasets(config: RunConfig) -> tuple[SegmentationDataset, SegmentationDataset]:
     data = config.data
     if data.dataset == "synthetic":
         from fuss_ray.data.synthetic import SyntheticScenes
 
         return (
-            SyntheticScenes(data, config.seed, split="train"),
-            SyntheticScenes(data, config.seed, split="eval"),
+            SyntheticScenes(data, _scenes_seed(config), split="train"),
+            SyntheticScenes(data, _scenes_seed(config), split="eval"),
         )
     if data.dataset == "packaged-real":
         from fuss_ray.data.packaged import PackagedRealDataset

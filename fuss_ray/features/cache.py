@@ -116,8 +116,12 @@ class FeatureStore:
         return out
 
     def gather(self, indices: NDArray[np.int64] | list[int]) -> NDArray[np.float32]:
-        """Copy the features of the given images into one contiguous (n, D, h, w) array."""
-        return np.stack([self.feature(int(i)) for i in indices])
+        """Copy the features of the given images into one contiguous (n, D, h, w) float32
+        array (a float16 cache is widened here, on the copy)."""
+        out: NDArray[np.float32] = np.stack([self.feature(int(i)) for i in indices]).astype(
+            np.float32, copy=False
+        )
+        return out
 
     def gather_labels(self, indices: NDArray[np.int64] | list[int]) -> NDArray[np.uint8]:
         return np.stack([self.label(int(i)) for i in indices])
@@ -126,7 +130,9 @@ class FeatureStore:
         """Features of the mirrored images (extracted only for flip test-time augmentation)."""
         if self.flipped is None:
             raise ValueError(f"{self.path}: extracted without mirrored features")
-        return np.stack([self.flipped[s][i] for s, i in map(self._locate, map(int, indices))])
+        maps = np.stack([self.flipped[s][i] for s, i in map(self._locate, map(int, indices))])
+        out: NDArray[np.float32] = maps.astype(np.float32, copy=False)
+        return out
 
     def gather_images(self, indices: NDArray[np.int64] | list[int]) -> NDArray[np.uint8]:
         """RGB at label size (stored only for the dense CRF, which needs the pixels)."""
@@ -154,7 +160,7 @@ class Extraction:
 def cache_key(
     cfg: FeatureConfig, weights_sha: str, dataset: SegmentationDataset, extraction: Extraction
 ) -> str:
-    return digest(
+    parts: list[object] = [
         FORMAT_VERSION,
         cfg.backbone,
         weights_sha,
@@ -164,7 +170,10 @@ def cache_key(
         cfg.label_size,
         extraction.flipped,
         extraction.images,
-    )
+    ]
+    if cfg.dtype != "float32":  # float32 caches keep the keys they always had
+        parts.append(cfg.dtype)
+    return digest(*parts)
 
 
 def read_meta(path: Path) -> dict[str, Any]:
@@ -235,7 +244,11 @@ def ensure_features(
 
 def _write_shard(path: Path, columns: dict[str, NDArray[Any]]) -> None:
     """One Arrow IPC file; each column holds one fixed-size list per image."""
-    arrow_type = {np.dtype(np.float32): pa.float32(), np.dtype(np.uint8): pa.uint8()}
+    arrow_type = {
+        np.dtype(np.float32): pa.float32(),
+        np.dtype(np.float16): pa.float16(),
+        np.dtype(np.uint8): pa.uint8(),
+    }
     table = pa.table(
         {
             name: pa.FixedSizeListArray.from_arrays(
@@ -291,9 +304,10 @@ def extract_to(
                 idx = range(b, min(stop, b + cfg.batch_size))
                 rgb = [dataset.image(i) for i in idx]
                 x = image_batch(rgb, extraction.side)
-                parts["features"].append(backbone(x).float().numpy())
+                parts["features"].append(backbone(x).float().numpy().astype(cfg.dtype))
                 if extraction.flipped:
-                    parts["flipped"].append(backbone(x.flip(-1)).float().numpy())
+                    mirrored = backbone(x.flip(-1)).float().numpy()
+                    parts["flipped"].append(mirrored.astype(cfg.dtype))
                 if extraction.images:
                     parts["images"].append(
                         np.stack([resize_center_crop(im, cfg.label_size) for im in rgb])
@@ -325,6 +339,7 @@ def extract_to(
             "input_size": extraction.side,
             "flipped": extraction.flipped,
             "images": extraction.images,
+            "dtype": cfg.dtype,
             "dataset_fingerprint": dataset.fingerprint(),
             "image_ids": [dataset.image_id(i) for i in range(n)],
             "shards": shards,

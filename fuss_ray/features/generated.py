@@ -36,9 +36,13 @@ class GeneratedFeatures:
         return self.shape[0]
 
     def _block(self, b: int) -> NDArray[np.float32]:
+        """The block's maps, drawn as the workload draws them: torch's normal generator."""
         if self._cached is None or self._cached[0] != b:
-            rng = np.random.default_rng(seed_stream(Stream.GENERATED, self.seed, b))
-            maps = rng.standard_normal((self.block, *self.shape), dtype=np.float32)
+            import torch
+
+            entropy = np.random.SeedSequence(seed_stream(Stream.GENERATED, self.seed, b))
+            gen = torch.Generator().manual_seed(int(entropy.generate_state(1, np.uint64)[0] >> 1))
+            maps = torch.randn((self.block, *self.shape), generator=gen).numpy()
             self._cached = (b, maps)
         return self._cached[1]
 

@@ -5,8 +5,8 @@ descriptor (meta.json with the feature shape and the dataset fingerprint), and e
 host builds the training dataset and one frozen backbone on its device. At the start of a
 round the host extracts the images of all the clients it is about to train, in batches of
 `features.batch_size` across those clients, holds them for the round and drops them after,
-so memory holds one round's shards per actor rather than the dataset. kNN tables are mined
-once when the host starts, from the same features.
+so memory holds one round's shards per actor rather than the dataset. A client's kNN table
+is mined from the same features the first time it trains, and kept.
 
 The cache's guarantee that every executor sees bit-identical features does not carry over:
 batches follow the host's own clients, and a backbone's last float bits may depend on the

@@ -109,13 +109,11 @@ class ClientHost:
         fed = self.config.federation
         self.device = training_device(fed.device, fed.num_gpus, fed.gpu_memory_fraction)
         self.store = self._open_store(spec, self.config, self.device)
-        self.indices: dict[int, NDArray[np.int64]] = {}
+        self.indices = {c: np.asarray(i, dtype=np.int64) for c, i in spec.clients.items()}
+        # Each client's kNN table is mined on its first training here (`_knn`), so that
+        # starting a host costs nothing per client: start-up grows with the clients that
+        # train, not with those that exist.
         self.knn: dict[int, NDArray[np.int64]] = {}
-        k = self.config.loss.knn_k
-        for cid, idx in spec.clients.items():
-            arr = np.asarray(idx, dtype=np.int64)
-            self.indices[cid] = arr
-            self.knn[cid] = mine_knn(image_descriptors(self.store.gather(arr)), k)
         self.model = self._fresh_model()
         lc = self.config.loss
         self.loss_fn = CorrespondenceLoss(
@@ -163,6 +161,14 @@ class ClientHost:
             return {k: v[order] if k.endswith(CENTROIDS) else v for k, v in arrays.items()}
 
         return Broadcast(view(broadcast.state), view(broadcast.extras))
+
+    def _knn(self, cid: int) -> NDArray[np.int64]:
+        """The client's top-k neighbours among its own images, mined once and kept."""
+        table = self.knn.get(cid)
+        if table is None:
+            features = self.store.gather(self.indices[cid])
+            table = self.knn[cid] = mine_knn(image_descriptors(features), self.config.loss.knn_k)
+        return table
 
     def _fresh_model(self) -> FussModel:
         """A model on this host's device. Its random initial values are drawn from a fork
@@ -276,7 +282,7 @@ class ClientHost:
         torch.manual_seed(seed)  # dropout masks
         gen = torch.Generator().manual_seed(seed)
         rng = np.random.default_rng(seed)
-        indices, knn = self.indices[cid], self.knn[cid]
+        indices, knn = self.indices[cid], self._knn(cid)
         n = len(indices)
         bsz = min(cfg.train.batch_size, n)
         opt_head = torch.optim.Adam(model.head.parameters(), lr=cfg.train.lr_head)

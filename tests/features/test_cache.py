@@ -59,3 +59,18 @@ def test_corrupt_shard_is_detected_and_extracted_again(
     assert np.array_equal(again.feature(2), good)
     left = sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock"))
     assert left == [again.path.name, "weights"]  # no broken copy left behind
+
+
+def test_a_float16_cache_is_half_the_size_and_reads_as_float32(cache_dir: Path) -> None:
+    ds = SyntheticScenes(DataConfig(num_images=4, num_classes=3, image_size=64), 21, "train")
+    wide = FeatureConfig(cache_dir=cache_dir, input_size=64, label_size=16)
+    narrow = wide.model_copy(update={"dtype": "float16"})
+    full = ensure_features(wide, ds, "train", show_progress=False)
+    half = ensure_features(narrow, ds, "train", show_progress=False)
+    assert half.path != full.path and half.meta["dtype"] == "float16"
+    assert half.features[0].dtype == np.float16  # what is mapped from disk
+    got = half.gather([0, 3])
+    assert got.dtype == np.float32  # what clients compute with
+    assert np.allclose(got, full.gather([0, 3]), rtol=2e-3, atol=2e-3)
+    shard = half.meta["shards"][0]
+    assert half.meta["sizes"][shard] < 0.6 * full.meta["sizes"][shard]
