@@ -36,6 +36,8 @@ CANDIDATES: list[dict[str, Any]] = [
         "data.seed": 0,
         "train.rounds": 12,
     },
+    {"data.num_images": 450, "data.num_eval_images": 150, "data.num_classes": 12, "data.seed": 0},
+    {"data.num_images": 600, "data.num_eval_images": 200, "data.num_classes": 15, "data.seed": 0},
 ]
 
 

@@ -66,21 +66,8 @@ def quickstart() -> list[str]:
     ]
 
 
-def _cell(study: dict[str, Any], strategy: str, key: str) -> dict[str, Any] | None:
-    from fuss_ray.study.stats import setting_key
-
-    return next(
-        (
-            c
-            for c in study["cells"]
-            if c["strategy"] == strategy and setting_key(c["setting"]) == key
-        ),
-        None,
-    )
-
-
 def study_section() -> list[str]:
-    from fuss_ray.study.report import write_report
+    from fuss_ray.study.report import cells_table, write_report
     from fuss_ray.study.stats import setting_key
 
     study = load("study-benchmark.json")
@@ -118,17 +105,8 @@ def study_section() -> list[str]:
         "",
         "Test mIoU, mean over seeds with the 95% bootstrap interval of the mean:",
         "",
-        "| strategy | " + " | ".join(keys) + " |",
-        "|---|" + "---|" * len(keys),
+        *cells_table(study, keys, with_n=False),
     ]
-    for strategy in study["strategies"]:
-        cells = []
-        for key in keys:
-            c = _cell(study, strategy, key)
-            cells.append(
-                "–" if c is None else f"{f1(c['mean'])} [{f1(c['ci_low'])}, {f1(c['ci_high'])}]"
-            )
-        lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
     lines += [
         "",
         f"Paired differences to `{study['baseline']}` (same seed, same setting): mean "

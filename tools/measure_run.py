@@ -17,7 +17,6 @@ import json
 import os
 import platform
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import Any
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from peak_memory import tree_rss
+from peak_memory import run_with_peak
 
 
 def kept(summary: dict[str, Any]) -> dict[str, Any]:
@@ -51,16 +50,9 @@ def main() -> int:
     if "--out" not in argv:
         sys.exit("measure_run: give the run an --out folder, to read its summary.json")
     out = Path(argv[argv.index("--out") + 1])
-    started = time.perf_counter()
-    child = subprocess.Popen(argv)
-    ps = psutil.Process(child.pid)
-    peak = 0
-    while child.poll() is None:
-        peak = max(peak, tree_rss(ps))
-        time.sleep(0.5)
-    wall = time.perf_counter() - started
-    if child.returncode != 0:
-        return child.returncode
+    code, peak, wall = run_with_peak(argv)
+    if code != 0:
+        return code
     summary = json.loads((out / "summary.json").read_text())
     payload = {
         "command": shlex.join(argv),

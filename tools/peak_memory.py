@@ -27,13 +27,8 @@ def tree_rss(proc: psutil.Process) -> int:
     return total
 
 
-def main() -> int:
-    argv = sys.argv[1:]
-    if argv and argv[0] == "--":
-        argv = argv[1:]
-    if not argv:
-        print(__doc__)
-        return 2
+def run_with_peak(argv: list[str]) -> tuple[int, int, float]:
+    """Run a command; its exit code, the peak RSS of its process tree, its wall seconds."""
     started = time.perf_counter()
     child = subprocess.Popen(argv)
     ps = psutil.Process(child.pid)
@@ -41,12 +36,22 @@ def main() -> int:
     while child.poll() is None:
         peak = max(peak, tree_rss(ps))
         time.sleep(0.5)
-    wall = time.perf_counter() - started
+    return child.returncode, peak, time.perf_counter() - started
+
+
+def main() -> int:
+    argv = sys.argv[1:]
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    if not argv:
+        print(__doc__)
+        return 2
+    code, peak, wall = run_with_peak(argv)
     print(
-        f"peak_rss_total_mib={peak / 2**20:.0f} wall_s={wall:.1f} exit={child.returncode}",
+        f"peak_rss_total_mib={peak / 2**20:.0f} wall_s={wall:.1f} exit={code}",
         file=sys.stderr,
     )
-    return child.returncode
+    return code
 
 
 if __name__ == "__main__":

@@ -155,6 +155,19 @@ def write_report(study: dict[str, Any], folder: Path) -> list[Path]:
     return [report, *files]
 
 
+def cells_table(study: dict[str, Any], keys: list[str], with_n: bool = True) -> list[str]:
+    """A markdown table: one row per strategy, one column per setting, mean [CI](, n)."""
+    lines = ["| strategy | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+    for strategy in study["strategies"]:
+        cells = []
+        for key in keys:
+            row = cell_of(study, strategy, key)
+            n = f", n={row['n']}" if row is not None and with_n else ""
+            cells.append("–" if row is None else f"{_num(row['mean'])}{_interval(row)}{n}")
+        lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def report_markdown(study: dict[str, Any], figures: list[tuple[str, str]]) -> str:
     """The report's text: what ran, the cells, the paired comparisons, the figures."""
     keys = sorted({setting_key(c["setting"]) for c in study["cells"]})
@@ -182,17 +195,8 @@ def report_markdown(study: dict[str, Any], figures: list[tuple[str, str]]) -> st
         "",
         "## Test mIoU (mean [95% bootstrap interval of the mean], n)",
         "",
-        "| strategy | " + " | ".join(keys) + " |",
-        "|---|" + "---|" * len(keys),
+        *cells_table(study, keys),
     ]
-    for strategy in study["strategies"]:
-        cells = []
-        for key in keys:
-            row = cell_of(study, strategy, key)
-            cells.append(
-                "–" if row is None else f"{_num(row['mean'])}{_interval(row)}, n={row['n']}"
-            )
-        lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
     lines += [
         "",
         f"## Paired differences to `{study['baseline']}` (same seed, same setting)",
