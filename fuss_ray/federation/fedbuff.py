@@ -157,7 +157,6 @@ class AsyncServer(Server):
         for _ in range(10 * len(self.client_ids)):
             number = self.dispatched
             self.dispatched += 1
-            self.sent_since += 1
             rng = np.random.default_rng(seed_stream(Stream.DISPATCH, self.config.seed, number))
             cid = idle[int(rng.integers(len(idle)))]
             status, duration = self._duration(cid, number, self.clock_s)
@@ -165,6 +164,7 @@ class AsyncServer(Server):
                 self.pending.unavailable += 1
                 continue
             self.starts[self.version] = self.state
+            self.sent_since += 1  # it downloads the model (offline clients do not)
             self.in_flight.append(
                 Dispatch(cid, number, self.version, self.clock_s, self.clock_s + duration, status)
             )

@@ -218,3 +218,49 @@ def test_the_mlflow_runs_page_of_a_study_reads_at_a_glance(small_study: SmallStu
             assert f"{strategy} · alpha={alpha} · seed 0" in grid
     assert "synthetic · dirichlet α=0.5 · 4 clients" in grid  # the Dataset column
     assert shot.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_per_cell_tuning_gives_every_strategy_the_same_budget_on_validation(
+    cache_dir: Path, tmp_path: Path, ray_session: None
+) -> None:
+    """Two strategies, one setting, one seed: each cell is tuned with 2 Optuna trials on
+    the validation split (on a data seed the study does not report), and its runs use the
+    settings chosen there."""
+    from fuss_ray.study.run import run_study
+
+    tune = {
+        "num_samples": 2,
+        "space": {
+            "train.lr_head": {"type": "loguniform", "low": 1e-4, "high": 1e-3},
+            "federation.strategy.mu": {
+                "type": "loguniform",
+                "low": 1e-4,
+                "high": 1e-1,
+                "when": {"federation.strategy.name": "fedprox"},
+            },
+        },
+        "scheduler": {"kind": "none"},
+    }
+    path = _study_file(
+        tmp_path,
+        cache_dir,
+        strategies=["fedavg", "fedprox"],
+        seeds=[3],
+        grid={},
+        tune=tune,
+    )
+    spec = load_study(path, ["train.rounds=1", "tracking=off"], base_dir=tmp_path)
+    study = run_study(spec)
+    folder = tmp_path / "studies" / "small"
+    searches = sorted(p.parent.name for p in (folder / "tuning").glob("*/search_summary.json"))
+    assert searches == ["small-base-fedavg", "small-base-fedprox"]
+    for name, strategy in zip(searches, ["fedavg", "fedprox"], strict=True):
+        search = json.loads((folder / "tuning" / name / "search_summary.json").read_text())
+        assert search["trials"] == 2 and search["best"]["test"] is None  # never tested there
+        (run,) = [r for r in study["runs"] if r["strategy"] == strategy]
+        assert run["tuned"] == search["best"]["params"] and run["seed"] == 3
+        trial = next((folder / "tuning" / name / "trials").glob("*/config.yaml"))
+        assert yaml.safe_load(trial.read_text())["seed"] == 4  # one past the study's seeds
+    assert set(study["runs"][1]["tuned"]) == {"train.lr_head", "federation.strategy.mu"}
+    assert set(study["runs"][0]["tuned"]) == {"train.lr_head"}
