@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import tempfile
@@ -107,7 +106,7 @@ def main() -> None:
                 "mode": mode,
                 "seeds": len(mine),
                 "reached": len(reached),
-                "time_to_target_s_median": statistics.median(reached) if reached else math.nan,
+                "time_to_target_s_median": statistics.median(reached) if reached else None,
                 "final_miou_mean": statistics.mean(r["final_miou"] for r in mine),
                 "final_miou_std": statistics.stdev(r["final_miou"] for r in mine)
                 if len(mine) > 1

@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -84,7 +85,7 @@ def main() -> None:
     if args.json is not None:
         machine = {"cpus": os.cpu_count(), "python": platform.python_version()}
         payload = {
-            "command": "python tools/calibrate_benchmark.py",
+            "command": " ".join(["python tools/calibrate_benchmark.py", *sys.argv[1:]]),
             "machine": machine,
             "bar_miou_std": 3.0,
             "rows": rows,
