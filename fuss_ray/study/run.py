@@ -223,6 +223,7 @@ def run_study(
         "comparisons": comparisons,
         "failed": failed,
         "wall_seconds_this_invocation": time.time() - started,
+        "runs_this_invocation": len(pending),
         "mlflow_parent_run_id": parent,
     }
     write_json(folder / "study.json", study)
