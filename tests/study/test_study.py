@@ -260,6 +260,8 @@ def test_per_cell_tuning_gives_every_strategy_the_same_budget_on_validation(
         assert search["trials"] == 2 and search["best"]["test"] is None  # never tested there
         (run,) = [r for r in study["runs"] if r["strategy"] == strategy]
         assert run["tuned"] == search["best"]["params"] and run["seed"] == 3
+        ran = json.loads((folder / "runs" / run["run_id"] / "summary.json").read_text())
+        assert ran["config"]["train"]["lr_head"] == run["tuned"]["train.lr_head"]  # it ran them
         trial = next((folder / "tuning" / name / "trials").glob("*/config.yaml"))
         assert yaml.safe_load(trial.read_text())["seed"] == 4  # one past the study's seeds
     assert set(study["runs"][1]["tuned"]) == {"train.lr_head", "federation.strategy.mu"}
