@@ -79,7 +79,7 @@ def study_section() -> list[str]:
     total_s = sum(r["seconds"] or 0 for r in runs)
     base = study["base_config"]
     lines = [
-        "## The strategy benchmark: nine strategies, three settings, eight seeds",
+        f"## The strategy benchmark: nine strategies, three settings, {len(study['seeds'])} seeds",
         "",
         "```bash",
         "fuss-ray study configs/studies/benchmark.yaml --out runs/studies/benchmark",
@@ -112,7 +112,8 @@ def study_section() -> list[str]:
         "",
         f"Paired differences to `{study['baseline']}` (same seed, same setting): mean "
         "difference with its 95% bootstrap interval, two-sided Wilcoxon signed-rank p-value, "
-        "Holm-adjusted over the eight comparisons of a setting, wins / losses of 8:",
+        f"Holm-adjusted over the {len(study['strategies']) - 1} comparisons of a setting, "
+        f"wins / losses of {len(study['seeds'])}:",
         "",
         "| setting | strategy | difference [95% CI] | p | Holm p | wins / losses | verdict |",
         "|---|---|---|---|---|---|---|",
@@ -197,11 +198,13 @@ def reading(study: dict[str, Any], keys: list[str]) -> list[str]:
         if same:
             parts.append(f" No significant difference from {study['baseline']}: {', '.join(same)}.")
         lines.append("".join(parts))
+    n, m = len(study["seeds"]), len(study["strategies"]) - 1
     lines += [
-        "- A verdict needs the Holm-adjusted Wilcoxon p-value below 0.05. With 8 paired seeds "
-        "the smallest two-sided p-value is 2/256 = 0.008 (all eight differences of one sign), "
-        "so after adjusting for 8 comparisons only effects that hold on (nearly) every seed "
-        "can be called; the intervals show the size of what could not.",
+        f"- A verdict needs the Holm-adjusted Wilcoxon p-value below 0.05. With {n} paired "
+        f"seeds the smallest two-sided p-value is 2/{2**n} = {2 / 2**n:.4f} (all {n} "
+        f"differences of one sign), so after adjusting for {m} comparisons "
+        f"(smallest possible: {study['smallest_possible_holm_p']:.3f}) only effects that hold "
+        "on (nearly) every seed can be called; the intervals show the size of what could not.",
         "",
     ]
     return lines

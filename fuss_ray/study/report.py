@@ -168,6 +168,20 @@ def cells_table(study: dict[str, Any], keys: list[str], with_n: bool = True) -> 
     return lines
 
 
+def _design_lines(study: dict[str, Any]) -> list[str]:
+    """Say so when the study has too few seeds for any verdict but 'no significant
+    difference' (the intervals still show the effects' sizes)."""
+    smallest = study.get("smallest_possible_holm_p")
+    if smallest is None or smallest < ALPHA:
+        return []
+    return [
+        "",
+        f"**This design cannot call a difference**: with {len(study['seeds'])} seeds the "
+        f"smallest Holm-adjusted p-value it can produce is {smallest:.3g}, not below "
+        f"{ALPHA}; the verdicts below say so by construction. Add seeds to call differences.",
+    ]
+
+
 def report_markdown(study: dict[str, Any], figures: list[tuple[str, str]]) -> str:
     """The report's text: what ran, the cells, the paired comparisons, the figures."""
     keys = sorted({setting_key(c["setting"]) for c in study["cells"]})
@@ -205,6 +219,7 @@ def report_markdown(study: dict[str, Any], figures: list[tuple[str, str]]) -> st
         "two-sided Wilcoxon signed-rank p-value on the paired differences, and that p-value "
         "Holm-adjusted over the comparisons of the setting; a difference is called only "
         f"when the adjusted p-value is below {ALPHA}.",
+        *_design_lines(study),
         "",
         "| setting | strategy | n | mean difference [95% CI] | Wilcoxon p | Holm p "
         "| wins / losses | verdict |",

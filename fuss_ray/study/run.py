@@ -30,7 +30,12 @@ from fuss_ray.study.spec import (
     settings,
     slug,
 )
-from fuss_ray.study.stats import cells_and_comparisons, setting_key
+from fuss_ray.study.stats import (
+    cells_and_comparisons,
+    design_warning,
+    setting_key,
+    smallest_adjusted_p,
+)
 from fuss_ray.tracking.mlflow_tracker import close_parent_run, open_parent_run
 from fuss_ray.tuning.search import (
     SearchSettings,
@@ -184,6 +189,9 @@ def run_study(
         raise UserError(f"--resume: no study to resume at {folder}")
     folder.mkdir(parents=True, exist_ok=True)
     started = time.time()
+    warning = design_warning(len(spec.study.seeds), len(spec.study.strategies) - 1)
+    if warning:
+        log.warning("%s", warning)
     base = experiment_config(spec)  # the parent sits with its runs
     parent = open_parent_run(base, folder, spec.study.name, "study", state, resume)
     init_ray(address, include_dashboard=False, log_to_driver=False, configure_logging=False)
@@ -222,6 +230,9 @@ def run_study(
         "cells": cells,
         "comparisons": comparisons,
         "failed": failed,
+        "smallest_possible_holm_p": smallest_adjusted_p(
+            len(spec.study.seeds), len(spec.study.strategies) - 1
+        ),
         "wall_seconds_this_invocation": time.time() - started,
         "runs_this_invocation": len(pending),
         "mlflow_parent_run_id": parent,

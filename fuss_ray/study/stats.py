@@ -78,6 +78,39 @@ def holm(pvalues: Sequence[float | None]) -> list[float | None]:
     return out
 
 
+def smallest_adjusted_p(seeds: int, comparisons: int) -> float:
+    """The smallest Holm-adjusted p-value one setting of a study can produce.
+
+    With n paired seeds and no ties, the exact two-sided signed-rank test bottoms out at
+    2 / 2^n (every difference of one sign), and Holm multiplies the smallest p-value by
+    the number of comparisons. When this is not below ALPHA, the design cannot call any
+    difference, however large: 8 seeds and 8 comparisons give 0.0625.
+    """
+    if seeds < 1 or comparisons < 1:
+        return 1.0
+    return min(1.0, comparisons * 2.0 / 2.0**seeds)
+
+
+def seeds_needed(comparisons: int) -> int:
+    """The fewest paired seeds with which `comparisons` comparisons can reach ALPHA."""
+    seeds = 1
+    while smallest_adjusted_p(seeds, comparisons) >= ALPHA:
+        seeds += 1
+    return seeds
+
+
+def design_warning(seeds: int, comparisons: int) -> str | None:
+    """One line for a study too small to call any difference (None when it can)."""
+    smallest = smallest_adjusted_p(seeds, comparisons)
+    if comparisons < 1 or smallest < ALPHA:
+        return None
+    return (
+        f"study: with {seeds} seed(s) and {comparisons} comparison(s) per setting, no "
+        f"difference can reach a Holm-adjusted p below {ALPHA} (the smallest possible is "
+        f"{smallest:.3g}); {seeds_needed(comparisons)} seeds can"
+    )
+
+
 def summarise(values: Sequence[float], seed: int) -> dict[str, Any]:
     """n, mean, std (n - 1) and the bootstrap interval of the mean."""
     data = np.asarray(values, dtype=np.float64)

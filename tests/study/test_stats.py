@@ -5,7 +5,10 @@ import pytest
 from fuss_ray.study.stats import (
     bootstrap_interval,
     cells_and_comparisons,
+    design_warning,
     holm,
+    seeds_needed,
+    smallest_adjusted_p,
     summarise,
     verdict,
     wilcoxon_p,
@@ -17,6 +20,19 @@ def test_wilcoxon_on_eight_wins_is_the_exact_two_sided_tail() -> None:
     assert wilcoxon_p([1, 2, 3, 4, 5, 6, 7, 8]) == pytest.approx(2 / 256)
     assert wilcoxon_p([0.0, 0.0, 0.0]) == 1.0  # nothing to rank: no evidence
     assert wilcoxon_p([]) is None
+
+
+def test_a_design_that_cannot_call_a_difference_is_named() -> None:
+    # 8 seeds: 2 / 256 at best; times 8 comparisons = 0.0625, above 0.05. 9 seeds: 0.03125.
+    assert smallest_adjusted_p(8, 8) == pytest.approx(0.0625)
+    assert smallest_adjusted_p(9, 8) == pytest.approx(0.03125)
+    assert smallest_adjusted_p(8, 1) == pytest.approx(2 / 256)
+    assert seeds_needed(8) == 9 and seeds_needed(2) == 7 and seeds_needed(1) == 6
+    warning = design_warning(8, 8)
+    assert warning is not None and "0.0625" in warning and "9 seeds can" in warning
+    assert design_warning(9, 8) is None and design_warning(3, 0) is None
+    # The bound is what the test gives: eight wins, adjusted over eight comparisons.
+    assert holm([wilcoxon_p(range(1, 9))] * 8)[0] == pytest.approx(0.0625)
 
 
 def test_holm_steps_down_and_stays_monotone() -> None:
