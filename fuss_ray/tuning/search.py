@@ -428,13 +428,20 @@ def _prefixed(prefix: str, scores: dict[str, Any] | None) -> dict[str, float | N
 
 
 def _test_the_best(config: RunConfig, out: Path, parent: str | None) -> dict[str, Any] | None:
-    """The one look at the test split: the chosen config, run again and scored there."""
+    """The one look at the test split: the chosen config, run again and scored there.
+
+    A resumed search whose best run already finished reads it back rather than run (and
+    log) it a second time."""
     from fuss_ray.simulation import run_simulation
 
-    name = f"{config.federation.strategy['name']} best config (test split)"
-    summary = run_simulation(
-        config, out / "best", show_progress=False, parent_run_id=parent, run_name=name
-    )
+    done = finished_summary(out / "best", config)
+    if done is not None and done.get("final") is not None:
+        summary = done
+    else:
+        name = f"{config.federation.strategy['name']} best config (test split)"
+        summary = run_simulation(
+            config, out / "best", show_progress=False, parent_run_id=parent, run_name=name
+        )
     final: dict[str, Any] | None = summary["final"]
     return {k: final[k] for k in ("miou", "pixel_acc")} if final else None
 

@@ -274,6 +274,14 @@ def test_tiny_search_nests_runs_and_writes_best_config(tiny_search: TinySearch) 
     spec = load_search(_search_file(tiny_search.folder, tiny_search.cache_dir, tiny_search.uri))
     resumed = run_search(spec, resume=True)
     assert resumed["trials"] == 3 and resumed["parent_run_id"] == parent
+    assert resumed["best"]["test"] == summary["best"]["test"]
+    again = [
+        r
+        for r in client.search_runs([exp.experiment_id])
+        if r.data.tags.get("mlflow.parentRunId") == parent
+        and r.info.run_name.endswith("best config (test split)")
+    ]
+    assert [r.info.run_id for r in again] == [tested.info.run_id]  # not run a second time
     with pytest.raises(UserError, match="--resume"):
         run_search(
             load_search(_search_file(tiny_search.folder, tiny_search.cache_dir, tiny_search.uri))
