@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,37 @@ def ray_session() -> Iterator[None]:
     )
     yield
     ray.shutdown()
+
+
+def kill_when(
+    proc: subprocess.Popen[bytes],
+    ready: Callable[[], bool],
+    within_s: float,
+    what: str,
+    poll_s: float = 0.1,
+    grace_s: float = 0.0,
+) -> None:
+    """SIGKILL a process group started with `start_new_session=True` `grace_s` after
+    `ready()` holds; fail with its stderr if it dies first, or with `what` if it never
+    gets there."""
+    deadline = time.time() + within_s
+    while not ready():
+        assert proc.poll() is None, proc.stderr.read().decode()[-3000:] if proc.stderr else ""
+        assert time.time() < deadline, f"{what} within {within_s:.0f} s"
+        time.sleep(poll_s)
+    time.sleep(grace_s)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def chromium_or_skip() -> str:
+    """Debian's chromium for the browser tests: skipped here without it, a failure in CI."""
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(chromium).exists():
+        if os.environ.get("CI"):
+            pytest.fail("CI must install Debian's chromium (see .ci/run)")
+        pytest.skip("Debian's chromium is not installed here")
+    return chromium
 
 
 def free_port() -> int:

@@ -18,12 +18,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.data.fake_trees import make_cityscapes
+
+from .conftest import kill_when
 
 ROOT = Path(__file__).resolve().parents[1]
 ACTIVATE = ". .venv/bin/activate"
@@ -136,13 +137,7 @@ def kill_a_run(cwd: Path, env: dict[str, str], out: str) -> None:
         start_new_session=True,
     )
     latest = cwd / out / "checkpoints" / "LATEST"
-    deadline = time.time() + 600
-    while not latest.exists():
-        assert proc.poll() is None, proc.stderr.read().decode()[-3000:] if proc.stderr else ""
-        assert time.time() < deadline, "no checkpoint within 600 s"
-        time.sleep(0.1)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_when(proc, latest.exists, 600, "no checkpoint")
     assert not (cwd / out / "summary.json").exists()
 
 

@@ -21,7 +21,7 @@ from fuss_ray.errors import UserError
 from fuss_ray.federation.checkpoint import CheckpointWriter, latest_checkpoint
 from fuss_ray.simulation import run_simulation
 
-from .conftest import tiny_config_dict
+from .conftest import kill_when, tiny_config_dict
 
 
 class Stop(Exception):
@@ -243,14 +243,8 @@ def test_sigkill_mid_round_then_resume_on_ray(
         stderr=subprocess.PIPE,
     )
     latest = out / "checkpoints" / "LATEST"
-    deadline = time.time() + 300
-    while not latest.exists():
-        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-        assert time.time() < deadline, "no checkpoint of round 1 within 300 s"
-        time.sleep(0.05)
-    time.sleep(0.3)  # round 2 is under way
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    # 0.3 s after round 1's checkpoint, round 2 is under way.
+    kill_when(proc, latest.exists, 300, "no checkpoint of round 1", poll_s=0.05, grace_s=0.3)
     assert latest.read_text().strip() == "round-000001", "the kill came after round 2 ended"
     assert not (out / "summary.json").exists()
 

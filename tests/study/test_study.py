@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +19,7 @@ from scipy.stats import bootstrap, wilcoxon
 from fuss_ray.errors import UserError
 from fuss_ray.study.spec import load_study, planned_runs
 
-from ..conftest import tiny_config_dict
+from ..conftest import chromium_or_skip, kill_when, tiny_config_dict
 
 
 def _study_file(tmp_path: Path, cache_dir: Path, uri: str | None = None, **study: Any) -> Path:
@@ -137,13 +134,8 @@ def small_study(
         stderr=subprocess.PIPE,
     )
     runs = tmp_path / "studies" / "small" / "runs"
-    deadline = time.time() + 600
-    while len(list(runs.glob("*/*/*/summary.json"))) < 2:
-        assert proc.poll() is None, proc.stderr.read().decode()[-3000:] if proc.stderr else ""
-        assert time.time() < deadline, "no run finished"
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    finished_two = lambda: len(list(runs.glob("*/*/*/summary.json"))) >= 2  # noqa: E731
+    kill_when(proc, finished_two, 600, "no run finished", 0.2)
     finished = {p: p.stat().st_mtime_ns for p in runs.glob("*/*/*/summary.json")}
     again = subprocess.run(
         [*cmd, "--resume"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900
@@ -188,11 +180,7 @@ def test_the_mlflow_runs_page_of_a_study_reads_at_a_glance(small_study: SmallStu
 
     from ..tuning.test_search import CHROMIUM_ARGS
 
-    chromium = shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(chromium).exists():
-        if os.environ.get("CI"):
-            pytest.fail("CI must install Debian's chromium (see .ci/run)")
-        pytest.skip("Debian's chromium is not installed here")
+    chromium = chromium_or_skip()
     client = MlflowClient(small_study.uri)
     exp = client.get_experiment_by_name("small")
     parent = client.get_run(

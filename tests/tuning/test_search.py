@@ -4,7 +4,6 @@ import faulthandler
 import itertools
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from fuss_ray.errors import UserError
 from fuss_ray.tuning import load_search, run_search
 from fuss_ray.tuning.search import trial_bundles, trial_config
 
-from ..conftest import tiny_config_dict
+from ..conftest import chromium_or_skip, tiny_config_dict
 
 SPACE = {
     "federation.strategy.name": {"type": "categorical", "choices": ["fedprox", "ot-match"]},
@@ -293,11 +292,7 @@ def test_mlflow_ui_lists_the_trials(tiny_search: TinySearch) -> None:
     """Headless Chromium opens the search's experiment page, as a user would."""
     from playwright.sync_api import sync_playwright
 
-    chromium = shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(chromium).exists():
-        if os.environ.get("CI"):
-            pytest.fail("CI must install Debian's chromium (see .ci/run)")
-        pytest.skip("Debian's chromium is not installed here")
+    chromium = chromium_or_skip()
     client = MlflowClient(tiny_search.uri)
     exp = client.get_experiment_by_name("search")
     children = [

@@ -2,17 +2,15 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 from mlflow import MlflowClient
 
-from ..conftest import tiny_config_dict
+from ..conftest import kill_when, tiny_config_dict
 
 
 def _tune(path: Path, *extra: str) -> list[str]:
@@ -61,16 +59,12 @@ def test_resume_after_sigkill_mid_trial_finishes_without_repeating(
         stderr=subprocess.PIPE,
     )
     trials = tmp_path / "out" / "cut" / "trials"
-    deadline = time.time() + 600
     # The moment the first trial has written its results, before Tune has heard that it
     # ended (so the resumed Tune believes it still runs and starts it again).
-    while not (done := sorted(p.parent.name for p in trials.glob("*/summary.json"))):
-        assert proc.poll() is None, proc.stderr.read().decode()[-3000:] if proc.stderr else ""
-        assert time.time() < deadline, "no trial finished"
-        time.sleep(0.02)
-    first_summary = (trials / done[0] / "summary.json").stat().st_mtime_ns
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_when(proc, lambda: any(trials.glob("*/summary.json")), 600, "no trial finished", 0.02)
+    (first,) = trials.glob("*/summary.json")
+    done = [first.parent.name]
+    first_summary = first.stat().st_mtime_ns
     assert len(list(trials.glob("*/summary.json"))) == 1
 
     resumed = subprocess.run(
