@@ -23,6 +23,34 @@ from fuss_ray.plugins import STRATEGIES
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _partial_sections(cls, data: Any) -> Any:
+        """A section given in part keeps the rest of its default.
+
+        A section whose model has required fields (`loss.weights`: self, knn, rand) gets
+        its default from the parent, so `--set loss.weights.knn=0` alone would otherwise
+        fail on the two fields it does not name. Sections whose model fills its own
+        fields are left to it.
+        """
+        if not isinstance(data, dict):
+            return data
+        merged = dict(data)
+        for name, field in cls.model_fields.items():
+            default, key = field.default, field.alias or name
+            given = data.get(key, data.get(name))
+            if not (isinstance(default, BaseModel) and isinstance(given, dict)):
+                continue
+            inner = type(default).model_fields
+            if not any(f.is_required() for f in inner.values()):
+                continue
+            base = default.model_dump(by_alias=True)
+            for iname, ifield in inner.items():
+                if iname in given or (ifield.alias or iname) in given:
+                    base.pop(ifield.alias or iname, None)
+            merged[key if key in data else name] = {**base, **given}
+        return merged
+
 
 class DataConfig(_Strict):
     """Where images and masks come from."""

@@ -68,14 +68,18 @@ def centralised(config: RunConfig) -> bool:
 
 
 def centralised_config(config: RunConfig) -> RunConfig:
-    """Centralised training gets the federation's compute: K x local_steps per round.
+    """Centralised training's steps per round, by its `budget`.
 
-    Otherwise the "upper reference" would train on 1/K of the gradient steps that the
-    federated runs spend, and compare unfairly in the other direction.
+    `per_model` (the default, the paper's reference): local_steps, so the scored model
+    takes the gradient steps a federated client's model takes. `total`: K x local_steps,
+    the federation's compute, so that the reference does not train on 1/K of the steps
+    the federated runs spend. Which one a gap to centralised training means depends on
+    this choice; `summary.json`'s `budget` records it.
     """
     if not centralised(config):
         return config
-    steps = config.train.local_steps * config.partition.num_clients
+    per_model = config.federation.strategy.get("budget", "per_model") == "per_model"
+    steps = config.train.local_steps * (1 if per_model else config.partition.num_clients)
     train = config.train.model_copy(update={"local_steps": steps})
     return config.model_copy(update={"train": train})
 
@@ -429,6 +433,23 @@ def client_rows(server: Server, prepared: Prepared, final: dict[str, Any]) -> li
     return rows
 
 
+def training_budget(config: RunConfig, server: Server) -> dict[str, Any]:
+    """The gradient steps behind a run's scores, so that comparisons can name them.
+
+    `model_steps`: steps taken by the model that is scored (rounds x local_steps, as each
+    round continues from the last); `client_steps_total`: every step any client took.
+    """
+    steps = config.train.local_steps
+    budget: dict[str, Any] = {
+        "local_steps_per_round": steps,
+        "client_steps_total": int(sum(server.participation.values())) * steps,
+        "model_steps": config.train.rounds * steps,
+    }
+    if centralised(config):
+        budget["centralized"] = config.federation.strategy.get("budget", "per_model")
+    return budget
+
+
 def finish_run(
     setup: Setup,
     server: Server,
@@ -466,6 +487,7 @@ def finish_run(
         "alignment": aligned,  # per-round centroid alignment, averaged over rounds
         "reference": setup.references,
         "clients_per_round": len(server.sample(1)),
+        "budget": training_budget(config, server),
         "client_sizes": prepared.partition.sizes(),
         "skipped_images": prepared.skipped,
         "actors_at_start": at_start,

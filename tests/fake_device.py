@@ -8,6 +8,9 @@ operation that mixes a `DeviceTensor` with an ordinary CPU tensor fails as it wo
 GPU ("Expected all tensors to be on the same device"), except where CUDA allows it:
 0-dimensional CPU tensors (scalars), CPU index tensors, and copies between devices.
 `.numpy()` on a device tensor fails too, as on a GPU, so a missing `.cpu()` is caught.
+Under `torch.use_deterministic_algorithms(True)` the operations that CUDA refuses then
+(grid_sample's backward and the rest of its documented list) fail here as well, and
+`TRANSFERS` counts the copies between the device and the host, by direction.
 
 PyTorch's plain `meta` device cannot run a round (it has no values, so `float(loss)` or a
 bincount of assignments fail, and `load_state_dict` into meta parameters does nothing);
@@ -17,6 +20,7 @@ build knows (autograd and optimisers accept it) and which nothing in fuss-ray us
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -32,6 +36,37 @@ aten = torch.ops.aten
 _TRANSFERS = {aten.copy_.default, aten._to_copy.default}
 # Index arguments may stay on the CPU when the indexed tensor is on a GPU.
 _INDEXING = {aten.index.Tensor, aten.index_put_.default, aten.index_put.default}
+
+
+# What CUDA refuses under `torch.use_deterministic_algorithms(True)` (its documented list):
+# the backward passes that accumulate with atomics, and a few forward ops.
+_NONDETERMINISTIC_ON_CUDA = {
+    getattr(aten, name).default
+    for name in (
+        "grid_sampler_2d_backward",
+        "grid_sampler_3d_backward",
+        "upsample_bilinear2d_backward",
+        "upsample_bicubic2d_backward",
+        "upsample_linear1d_backward",
+        "upsample_trilinear3d_backward",
+        "_adaptive_avg_pool2d_backward",
+        "adaptive_max_pool2d_backward",
+        "avg_pool3d_backward",
+        "reflection_pad1d_backward",
+        "reflection_pad2d_backward",
+        "reflection_pad3d_backward",
+        "nll_loss2d_forward",
+        "histc",
+        "put_",
+        "max_unpool2d",
+    )
+    if hasattr(aten, name)
+}
+
+
+# Copies between the fake device and the host, counted by direction ("to_host", "to_device")
+# while the mode is on: a step loop that waits on the host shows up here.
+TRANSFERS: Counter[str] = Counter()
 
 
 class DeviceMismatch(RuntimeError):
@@ -84,6 +119,11 @@ def _check(func: Any, args: Any, kwargs: Any) -> None:
     pieces = _flat((args, kwargs))
     if not any(isinstance(x, DeviceTensor) for x in pieces):
         return
+    if func in _NONDETERMINISTIC_ON_CUDA and torch.are_deterministic_algorithms_enabled():
+        raise RuntimeError(
+            f"{func} does not have a deterministic implementation on CUDA, but you set "
+            "'torch.use_deterministic_algorithms(True)'"
+        )
     candidates = pieces
     if func in _INDEXING:
         indices = args[1] if len(args) > 1 else kwargs.get("indices", [])
@@ -102,9 +142,28 @@ def _unwrap(x: Any) -> Any:
     return x.inner if isinstance(x, DeviceTensor) else x
 
 
+def _count(func: Any, args: Any, kwargs: dict[str, Any]) -> None:
+    """Tally a transfer: a device value read on the host, or host data copied over."""
+    if func is aten._local_scalar_dense.default:
+        TRANSFERS["to_host"] += 1
+    elif func is aten._to_copy.default:
+        target = kwargs.get("device")
+        if isinstance(args[0], DeviceTensor) and target is not None and target.type == "cpu":
+            TRANSFERS["to_host"] += 1
+        elif _is_plain_cpu(args[0]) and target == DEVICE:
+            TRANSFERS["to_device"] += 1
+    elif func is aten.copy_.default:
+        dst, src = args[0], args[1]
+        if _is_plain_cpu(dst) and isinstance(src, DeviceTensor):
+            TRANSFERS["to_host"] += 1
+        elif isinstance(dst, DeviceTensor) and _is_plain_cpu(src) and src.dim() > 0:
+            TRANSFERS["to_device"] += 1
+
+
 def _run(func: Any, args: Any, kwargs: dict[str, Any]) -> Any:
     """Run `func` on the CPU copies; results land on the fake device if an input was there."""
     _check(func, args, kwargs)
+    _count(func, args, kwargs)
     to_device = kwargs.get("device") == DEVICE or any(
         isinstance(x, DeviceTensor) for x in _flat((args, kwargs))
     )

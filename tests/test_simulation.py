@@ -21,12 +21,36 @@ def test_every_strategy_runs(strategy: str, cache_dir: Path, tmp_path: Path) -> 
     assert len(summary["rounds"]) == 2
     assert all(math.isfinite(r["miou"]) for r in summary["rounds"])
     assert summary["num_clients"] == (1 if strategy == "centralized" else 4)
-    # Centralised training spends the federation's compute: 4 clients x 2 steps per round.
-    assert summary["config"]["train"]["local_steps"] == (8 if strategy == "centralized" else 2)
+    # Centralised training defaults to one federated model's budget: 2 steps per round.
+    assert summary["config"]["train"]["local_steps"] == 2
+    trained = 1 if strategy == "centralized" else 4  # clients trained per round
+    assert summary["budget"] == {
+        "local_steps_per_round": 2,
+        "client_steps_total": 2 * 2 * trained,
+        "model_steps": 2 * 2,
+        **({"centralized": "per_model"} if strategy == "centralized" else {}),
+    }
     if strategy == "local":
         assert len(summary["final"]["per_client"]) == 4
         mean = sum(c["miou"] for c in summary["final"]["per_client"]) / 4
         assert summary["final"]["miou"] == pytest.approx(mean)
+
+
+def test_centralised_training_with_the_federations_whole_budget(
+    cache_dir: Path, tmp_path: Path
+) -> None:
+    """`budget: total`: K x local_steps per round, the compute all clients spend."""
+    tree = tiny_config_dict(
+        cache_dir, **{"federation.strategy": {"name": "centralized", "budget": "total"}}
+    )
+    summary = run_simulation(validate_config(tree), tmp_path, show_progress=False)
+    assert summary["config"]["train"]["local_steps"] == 8
+    assert summary["budget"] == {
+        "local_steps_per_round": 8,
+        "client_steps_total": 16,
+        "model_steps": 16,
+        "centralized": "total",
+    }
 
 
 def test_same_seed_same_result_and_schema(cache_dir: Path, tmp_path: Path) -> None:

@@ -25,9 +25,10 @@ from fuss_ray.features.knn import image_descriptors, mine_knn
 from fuss_ray.federation.checkpoint import ArrayTree, latest_checkpoint, save_tree
 from fuss_ray.federation.objective import LocalRun
 from fuss_ray.federation.reduction import Reduced, reduce_updates
+from fuss_ray.federation.steps import ShardFeatures, StepSettings, plan_steps, run_steps
 from fuss_ray.federation.strategies import strategy_for
 from fuss_ray.federation.types import CENTROIDS, Arrays, Broadcast, ClientUpdate
-from fuss_ray.losses import CorrespondenceLoss, cluster_loss
+from fuss_ray.losses import CorrespondenceLoss
 from fuss_ray.models.head import FussModel, load_model_state, model_state
 from fuss_ray.seeds import Stream, seed_stream
 
@@ -121,6 +122,10 @@ class ClientHost:
             shifts=(lc.shifts.self_, lc.shifts.knn, lc.shifts.rand),
             samples=lc.feature_samples,
             permutations=lc.rand_permutations,
+        )
+        tc = self.config.train
+        self.steps = StepSettings(
+            tc.lr_head, tc.lr_centroids, lc.cluster_weight, self.config.num_centroids
         )
         # The host's own copy of the strategy: its client objective (loss terms, what each
         # client keeps) and the per-client half of aggregation (summands, OT plans).
@@ -280,43 +285,22 @@ class ClientHost:
         model.train()
         seed = client_seed(cfg.seed, cid, server_round)
         torch.manual_seed(seed)  # dropout masks
-        gen = torch.Generator().manual_seed(seed)
-        rng = np.random.default_rng(seed)
-        indices, knn = self.indices[cid], self._knn(cid)
+        indices = self.indices[cid]
         n = len(indices)
-        bsz = min(cfg.train.batch_size, n)
-        opt_head = torch.optim.Adam(model.head.parameters(), lr=cfg.train.lr_head)
-        opt_cent = torch.optim.Adam([model.centroids], lr=cfg.train.lr_centroids)
+        plan = plan_steps(
+            n,
+            self._knn(cid),
+            min(cfg.train.batch_size, n),
+            cfg.train.local_steps,
+            seed,
+            self.loss_fn,
+        )
         run = LocalRun(
             cid, model, broadcast, kept, self.device, cfg.train.local_steps, self._fresh_model
         )
         objective.begin(run)
-        counts = np.zeros(cfg.num_centroids, dtype=np.int64)
-        losses: list[float] = []
-        for _ in range(cfg.train.local_steps):
-            pick = rng.choice(n, size=bsz, replace=False)
-            partner = knn[pick, rng.integers(knn.shape[1], size=bsz)]
-            x = torch.from_numpy(self.store.gather(indices[pick])).to(self.device)
-            codes = model.head(x)
-            if self.loss_fn.weights[1]:  # kNN partners only when their term counts
-                xk = torch.from_numpy(self.store.gather(indices[partner])).to(self.device)
-                codes_k = model.head(xk)
-            else:
-                xk, codes_k = x, codes
-            corr = self.loss_fn(x, codes, xk, codes_k, gen)
-            clus, assign = cluster_loss(codes, model.centroids)
-            loss = corr + cfg.loss.cluster_weight * clus
-            extra = objective.term(run, x, codes)
-            if extra is not None:
-                loss = loss + extra
-            opt_head.zero_grad(set_to_none=True)
-            opt_cent.zero_grad(set_to_none=True)
-            loss.backward()  # type: ignore[no-untyped-call]
-            objective.after_backward(run)
-            opt_head.step()
-            opt_cent.step()
-            counts += np.bincount(assign.reshape(-1).cpu().numpy(), minlength=cfg.num_centroids)
-            losses.append(float(loss.detach()))
+        features = ShardFeatures(self.store.gather, indices, self.device, self._image_bytes())
+        counts, losses = run_steps(model, features, plan, self.loss_fn, self.steps, objective, run)
         state = model_state(model)
         keep, extras = objective.end(run, state)
         if keep is not None:
@@ -329,3 +313,8 @@ class ClientHost:
             loss=float(np.mean(losses)),
             extras=extras,
         )
+
+    def _image_bytes(self) -> int:
+        """Bytes of one image's feature map as training reads it (float32)."""
+        shape = getattr(self.store, "shape", None) or self.store.meta["feature_shape"]
+        return int(np.prod(shape)) * 4

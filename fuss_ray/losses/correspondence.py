@@ -2,7 +2,20 @@
 
 For a pair of images the loss compares the cosine correlation of sampled feature vectors
 (F, no gradient, centred per query) with that of the codes (S), and pushes S up where F
-exceeds the shift b and down where it does not.
+exceeds the shift b and down where it does not. `correspondence_term` is that definition
+for one pair of sampled sets, as the paper writes it.
+
+`CorrespondenceLoss` computes the same terms for a whole step at once, because a client
+step is the simulator's unit of cost. Every sampled set is normalised once. The self
+pairing (x, x) and every random pairing (x, x_perm) are blocks of one matrix: the
+correlations of all first-set points of the batch with all second-set points (one
+product for the features, one for the codes). A pairing's centring subtracts block row
+means; its global mean, shift and weight are constants per block. So the whole self +
+random loss is -sum(relu(S) * W) over that matrix, with W = A * (F - row means) + C and
+A, C two B x B tables built from the derangements (a block used by two derangements
+counts twice; a block used by none weighs 0). The kNN pairing is one more batched
+product. It equals the per-term form up to float32 rounding (tests/losses checks it
+against the form this project used first, tests/reference_step.py).
 """
 
 from __future__ import annotations
@@ -11,6 +24,10 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from fuss_ray.losses.sampling import Pointwise, gather_taps, sample, taps
+
+SELF, KNN, RAND = 0, 1, 2  # the three kinds of pairing, in the order of weights and shifts
 
 
 def sample_at(maps: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
@@ -47,6 +64,45 @@ def derangement(n: int, generator: torch.Generator) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
+class Draws:
+    """The random draws of a client's local steps, made on its CPU generator.
+
+    They are drawn for all steps at once, in the order one step at a time would draw them
+    (a step's two coordinate sets, then its derangements), and moved to the training
+    device in one copy: no step waits on a host-to-device transfer of its coordinates.
+    """
+
+    coords: torch.Tensor  # (S, B, 2P, 2): each step's first set of points, then its second
+    perms: torch.Tensor  # (S, R, B) int64 derangements (R = 0 for a batch of one image)
+
+    @property
+    def steps(self) -> int:
+        return int(self.coords.shape[0])
+
+    def to(self, device: torch.device) -> Draws:
+        return Draws(self.coords.to(device), self.perms.to(device))
+
+    def step(self, i: int) -> Draws:
+        """Step i's draws alone (a leading dimension of one)."""
+        return Draws(self.coords[i : i + 1], self.perms[i : i + 1])
+
+
+@dataclass(frozen=True)
+class _Blocks:
+    """One step's correlations, ready to be weighted."""
+
+    batch: int
+    points: int
+    codes: torch.Tensor  # (B*P, B*P) S of every first-set point with every second-set point
+    centred: torch.Tensor  # (B, P, B, P) F minus its block row means (no gradient)
+    block_means: torch.Tensor  # (B, B) mean F of each block
+    perms: torch.Tensor  # (R, B) the random pairings
+    knn_codes: torch.Tensor | None  # (B, P, P) S of each image with its kNN partner
+    knn_centred: torch.Tensor | None  # (B, P, P) F minus row means
+    knn_mean: torch.Tensor | None  # () global mean F of the kNN pairing
+
+
+@dataclass(frozen=True)
 class CorrespondenceLoss:
     """w_self L(x,x) + w_knn L(x,x_knn) + w_rand mean_perm L(x, x_perm)."""
 
@@ -55,52 +111,139 @@ class CorrespondenceLoss:
     samples: int = 11
     permutations: int = 5
 
+    def __post_init__(self) -> None:
+        if len(self.weights) != 3 or len(self.shifts) != 3:
+            raise ValueError("weights and shifts are (self, knn, rand) triples")
+        if self.samples < 1 or self.permutations < 1:
+            raise ValueError("samples and permutations must be at least 1")
+
+    def draw(self, batch: int, steps: int, generator: torch.Generator) -> Draws:
+        """Every step's coordinates and derangements, on the CPU."""
+        p = self.samples * self.samples
+        coords, perms = [], []
+        for _ in range(steps):
+            c1 = torch.rand(batch, p, 2, generator=generator) * 2 - 1
+            c2 = torch.rand(batch, p, 2, generator=generator) * 2 - 1
+            coords.append(torch.cat((c1, c2), dim=1))
+            rounds = self.permutations if batch > 1 else 0
+            perms.append(
+                torch.stack([derangement(batch, generator) for _ in range(rounds)])
+                if rounds
+                else torch.empty(0, batch, dtype=torch.long)
+            )
+        return Draws(torch.stack(coords), torch.stack(perms))
+
     def __call__(
         self,
         feats: torch.Tensor,
         codes: torch.Tensor,
         knn_feats: torch.Tensor,
-        knn_codes: torch.Tensor,
-        generator: torch.Generator,
+        knn_codes: torch.Tensor | Pointwise,
+        draws: Draws | torch.Generator,
     ) -> torch.Tensor:
-        """The weighted sum of the three terms (a scalar tensor; nothing leaves the device)."""
-        self_term, knn_term, rand_term = self.terms(feats, codes, knn_feats, knn_codes, generator)
-        w = self.weights
-        return w[0] * self_term + w[1] * knn_term + w[2] * rand_term
+        """The weighted sum of the three terms (a scalar tensor; nothing leaves the device).
+
+        `draws` is one step's `Draws` (already on the device), or a generator to draw them
+        from now. A term of weight 0 is not computed.
+        """
+        step = self._step_draws(draws, feats)
+        blocks = self._blocks(feats, codes, knn_feats, knn_codes, step, bool(self.weights[1]))
+        return _weighted(blocks, self.weights, self.shifts)
 
     def terms(
         self,
         feats: torch.Tensor,
         codes: torch.Tensor,
         knn_feats: torch.Tensor,
-        knn_codes: torch.Tensor,
-        generator: torch.Generator,
+        knn_codes: torch.Tensor | Pointwise,
+        draws: Draws | torch.Generator,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """L(x, x), L(x, x_knn) and the mean of L(x, x_perm), unweighted."""
-        b = feats.shape[0]
+        """L(x, x), L(x, x_knn) and the mean of L(x, x_perm), unweighted (a self or kNN
+        term of weight 0 is not computed and reads 0, as does the random term of a single
+        image)."""
+        step = self._step_draws(draws, feats)
+        blocks = self._blocks(feats, codes, knn_feats, knn_codes, step, bool(self.weights[1]))
+        one_hot = ((float(bool(self.weights[0])), 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
+        out = [_weighted(blocks, w, self.shifts) for w in one_hot]
+        return out[0], out[1], out[2]
+
+    def _step_draws(self, draws: Draws | torch.Generator, like: torch.Tensor) -> Draws:
+        if isinstance(draws, torch.Generator):
+            return self.draw(like.shape[0], 1, draws).to(like.device)
+        if draws.steps != 1:
+            raise ValueError(f"one step's draws expected, got {draws.steps} (use Draws.step)")
+        return draws
+
+    def _blocks(
+        self,
+        feats: torch.Tensor,
+        codes: torch.Tensor,
+        knn_feats: torch.Tensor,
+        knn_codes: torch.Tensor | Pointwise,
+        step: Draws,
+        use_knn: bool,
+    ) -> _Blocks:
+        b, _, h, w = feats.shape
         p = self.samples * self.samples
-        # Draws come from a CPU generator on every device, so a client's random stream
-        # does not depend on where it trains.
-        c1 = (torch.rand(b, p, 2, generator=generator) * 2 - 1).to(feats.device)
-        c2 = (torch.rand(b, p, 2, generator=generator) * 2 - 1).to(feats.device)
-        f1, s1 = sample_at(feats, c1), sample_at(codes, c1)
-        f2, s2 = sample_at(feats, c2), sample_at(codes, c2)
-        zero = torch.zeros((), dtype=codes.dtype, device=codes.device)
-        w = self.weights
-        # A term with weight 0 is not computed (the random draws above are made anyway,
-        # so results do not depend on which terms are switched off).
-        self_term = correspondence_term(f1, f2, s1, s2, self.shifts[0]) if w[0] else zero
-        if w[1]:
-            fk, sk = sample_at(knn_feats, c2), sample_at(knn_codes, c2)
-            knn_term = correspondence_term(f1, fk, s1, sk, self.shifts[1])
-        else:
-            knn_term = zero
-        if b > 1:
-            rand_terms = []
-            for _ in range(self.permutations):
-                perm = derangement(b, generator).to(feats.device)
-                rand_terms.append(correspondence_term(f1, f2[perm], s1, s2[perm], self.shifts[2]))
-            rand_term = torch.stack(rand_terms).mean()
-        else:
-            rand_term = zero
-        return self_term, knn_term, rand_term
+        coords = step.coords[0]
+        tap = taps(coords, h, w)
+        with torch.no_grad():  # grid_sample's forward is deterministic; no gradient here
+            f = F.normalize(sample_at(feats, coords), dim=1)
+        s = F.normalize(gather_taps(codes, tap), dim=1)
+        f1, f2 = _points(f[..., :p]), _points(f[..., p:])  # (B*P, D)
+        s1, s2 = _points(s[..., :p]), _points(s[..., p:])
+        with torch.no_grad():
+            corr_f = (f1 @ f2.T).view(b, p, b, p)
+            row_means = corr_f.mean(dim=3, keepdim=True)
+            block_means = row_means.mean(dim=1).view(b, b)
+            centred = corr_f.sub_(row_means)
+        knn_s = knn_c = knn_m = None
+        if use_knn:
+            second = tap[p:]
+            with torch.no_grad():
+                fk = F.normalize(sample_at(knn_feats, coords[:, p:]), dim=1)
+                corr_k = torch.bmm(f[..., :p].transpose(1, 2), fk)
+                knn_m = corr_k.mean()
+                knn_c = corr_k.sub_(corr_k.mean(dim=2, keepdim=True))
+            sk = F.normalize(sample(knn_codes, second), dim=1)
+            knn_s = torch.bmm(s[..., :p].transpose(1, 2), sk)
+        perms = step.perms[0] if b > 1 else step.perms[0][:0]
+        return _Blocks(b, p, s1 @ s2.T, centred, block_means, perms, knn_s, knn_c, knn_m)
+
+
+def _points(sets: torch.Tensor) -> torch.Tensor:
+    """(B, D, P) sampled sets as (B*P, D) rows, image-major."""
+    return sets.transpose(1, 2).reshape(-1, sets.shape[1])
+
+
+def _weighted(
+    blocks: _Blocks, weights: tuple[float, float, float], shifts: tuple[float, float, float]
+) -> torch.Tensor:
+    """-sum(relu(S) * W) of the blocks for the given term weights: the loss."""
+    b, p = blocks.batch, blocks.points
+    per_pair = float(b * p * p)
+    zero = torch.zeros((), dtype=blocks.codes.dtype, device=blocks.codes.device)
+    total = zero
+    r = blocks.perms.shape[0]
+    if weights[0] or (weights[2] and r):
+        with torch.no_grad():
+            eye = torch.eye(b, dtype=blocks.codes.dtype, device=blocks.codes.device)
+            # A[i, j]: the weight of block (i, j); C[i, j]: its constant (global mean - shift).
+            a = eye * (weights[0] / per_pair)
+            c = eye * (weights[0] / per_pair) * (blocks.block_means.diagonal().mean() - shifts[0])
+            if weights[2] and r:
+                pick = F.one_hot(blocks.perms, b).to(blocks.codes.dtype)  # (R, B, B)
+                rows = torch.arange(b, device=blocks.perms.device)
+                means = blocks.block_means[rows, blocks.perms].mean(dim=1)  # (R,)
+                coef = weights[2] / (r * per_pair)
+                a = a + pick.sum(dim=0) * coef
+                c = c + (pick * (coef * (means - shifts[2])).view(r, 1, 1)).sum(dim=0)
+            weight = blocks.centred * a.view(b, 1, b, 1) + c.view(b, 1, b, 1)
+        total = total - torch.dot(torch.relu(blocks.codes).reshape(-1), weight.reshape(-1))
+    if weights[1] and blocks.knn_codes is not None:
+        assert blocks.knn_centred is not None and blocks.knn_mean is not None
+        with torch.no_grad():
+            coef = weights[1] / per_pair
+            weight_k = (blocks.knn_centred + (blocks.knn_mean - shifts[1])) * coef
+        total = total - torch.dot(torch.relu(blocks.knn_codes).reshape(-1), weight_k.reshape(-1))
+    return total

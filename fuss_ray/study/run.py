@@ -163,6 +163,10 @@ def _row(planned: PlannedRun, summary: dict[str, Any], tuned: dict[str, Any]) ->
         "seconds": summary.get("wall_seconds"),
         "tuned": tuned,
         "alignment": summary.get("alignment"),
+        # Validation mIoU after each round: a learning curve per run, on labels that
+        # select nothing reported (the test score above is read once, at the end).
+        "val_curve": [r.get("val_miou") for r in summary.get("rounds", [])],
+        "budget": summary.get("budget"),
     }
 
 

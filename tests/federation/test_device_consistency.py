@@ -53,17 +53,37 @@ def clients_on_fake_device() -> Iterator[torch.device]:
         yield dev
 
 
+@contextmanager
+def deterministic_algorithms() -> Iterator[None]:
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
+def test_the_fake_device_refuses_what_cuda_refuses_under_deterministic_algorithms() -> None:
+    """grid_sample's backward (what client steps used to sample codes with) fails there."""
+    with on_fake_device() as dev, deterministic_algorithms():
+        codes = torch.randn(2, 3, 5, 5).to(dev).requires_grad_(True)
+        grid = (torch.rand(2, 1, 4, 2) * 2 - 1).to(dev)
+        out = torch.nn.functional.grid_sample(codes, grid, align_corners=True)
+        with pytest.raises(RuntimeError, match="deterministic"):
+            out.sum().backward()
+
+
 @pytest.mark.parametrize("name", sorted(STRATEGIES))
 def test_two_rounds_of_every_strategy_on_another_device(
     name: str, cache_dir: Path, tmp_path: Path
 ) -> None:
-    """Local training with every loss term, the reduction and the server step.
+    """Local training with every loss term, the reduction and the server step, under
+    `torch.use_deterministic_algorithms(True)` with CUDA's list of refusals.
 
     Two rounds, so that MOON's term (which needs the client's previous model) runs too.
     """
     tree = tiny_config_dict(cache_dir, **{"federation.strategy": name, "tracking": False})
     cfg = validate_config(tree)
-    with clients_on_fake_device():
+    with clients_on_fake_device(), deterministic_algorithms():
         summary = run_simulation(cfg, tmp_path / "out", show_progress=False)
     reference = run_simulation(cfg, tmp_path / "cpu", show_progress=False)
     assert [r["miou"] for r in summary["rounds"]] == pytest.approx(

@@ -70,3 +70,73 @@ def test_weighted_sum_of_terms() -> None:
     s, k, r = loss_fn.terms(feats, codes, feats, codes, torch.Generator().manual_seed(1))
     expect = 0.5 * s.item() + 2.0 * k.item() + 3.0 * r.item()
     assert math.isclose(total.item(), expect, rel_tol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("batch", "weights"),
+    [
+        (4, (0.67, 0.25, 0.63)),
+        (4, (0.0, 1.0, 0.5)),  # no self term
+        (4, (1.0, 0.0, 0.5)),  # no kNN term
+        (3, (0.5, 0.5, 0.0)),  # no random term
+        (2, (1.0, 0.3, 0.8)),  # one derangement pair: every random block is the same
+        (1, (1.0, 0.3, 0.8)),  # a single image: no random term
+    ],
+)
+def test_the_fused_loss_equals_the_term_by_term_one(
+    batch: int, weights: tuple[float, float, float]
+) -> None:
+    """Value, each term and both gradients against the first implementation."""
+    from tests.reference_step import ReferenceLoss
+
+    shifts = (0.1, 0.05, 0.4)
+    torch.manual_seed(0)
+    feats, knn_feats = torch.randn(batch, 6, 7, 7), torch.randn(batch, 6, 7, 7)
+    codes = torch.randn(batch, 5, 7, 7, requires_grad=True)
+    knn_codes = torch.randn(batch, 5, 7, 7, requires_grad=True)
+    grads, values = [], []
+    for fn in (ReferenceLoss(weights, shifts, samples=4), CorrespondenceLoss(weights, shifts, 4)):
+        codes.grad = knn_codes.grad = None
+        loss = fn(feats, codes, knn_feats, knn_codes, torch.Generator().manual_seed(2))
+        loss.backward()
+        terms = fn.terms(feats, codes, knn_feats, knn_codes, torch.Generator().manual_seed(2))
+        values.append([loss.item(), *[t.item() for t in terms]])
+        grads.append([g.clone() if g is not None else None for g in (codes.grad, knn_codes.grad)])
+    assert values[1] == pytest.approx(values[0], rel=1e-5, abs=1e-7)
+    for ref, new in zip(grads[0], grads[1], strict=True):
+        if ref is None:
+            assert new is None or not new.any()
+        else:
+            assert new is not None
+            torch.testing.assert_close(new, ref, rtol=1e-4, atol=1e-9)
+
+
+def test_the_deterministic_sampler_equals_grid_sample() -> None:
+    """Values and the gradient to the maps, corners, interior and beyond the border."""
+    from fuss_ray.losses import bilinear_sample
+
+    maps = torch.randn(2, 3, 4, 6, requires_grad=True)
+    coords = torch.tensor([[[-1.0, -1.0], [1.0, 1.0], [0.3, -0.7], [1.7, 0.2]]] * 2)
+    coords[1] = torch.rand(4, 2) * 2 - 1
+    out = bilinear_sample(maps, coords)
+    ref = sample_at(maps, coords)
+    torch.testing.assert_close(out, ref)
+    (g,) = torch.autograd.grad((out * torch.arange(4.0)).sum(), maps)
+    (g_ref,) = torch.autograd.grad((ref * torch.arange(4.0)).sum(), maps)
+    torch.testing.assert_close(g, g_ref)
+
+
+def test_a_pointwise_head_sampled_at_its_cells_equals_the_sampled_maps() -> None:
+    """The head on the tapped cells alone gives the samples of the whole map's codes,
+    with the same dropout masks (the same random draws)."""
+    from fuss_ray.losses.sampling import Pointwise, gather_taps, taps
+    from fuss_ray.models.head import SegmentationHead
+
+    head = SegmentationHead(6, 4, dropout=0.5).train()
+    maps = torch.randn(3, 6, 9, 9)
+    tap = taps(torch.rand(3, 5, 2) * 2 - 1, 9, 9)
+    torch.manual_seed(7)
+    whole = gather_taps(head(maps), tap)
+    torch.manual_seed(7)
+    cells = Pointwise(head, maps).sample(tap)
+    torch.testing.assert_close(cells, whole)

@@ -161,6 +161,10 @@ def test_a_study_killed_then_resumed_finishes_and_its_statistics_hold(
         ("fuss-maximin", 5.0),
     }
     assert all(r["val_miou"] is not None and r["test_miou"] is not None for r in study["runs"])
+    for r in study["runs"]:  # a learning curve per run, ending at its final validation score
+        budget = r["budget"]
+        assert len(r["val_curve"]) == budget["model_steps"] // budget["local_steps_per_round"]
+        assert r["val_curve"][-1] == r["val_miou"]
     _recompute(study)
     report = (folder / "report.md").read_text()
     assert "Paired differences to `fedavg`" in report and "fuss-maximin" in report

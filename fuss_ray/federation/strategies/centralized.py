@@ -19,11 +19,15 @@ from fuss_ray.federation.strategies.base import (
 
 class CentralizedParams(StrategyParams):
     name: Literal["centralized"] = "centralized"
+    # per_model: rounds x local_steps, the gradient steps one federated client's model
+    # takes (the paper's reference). total: K times that, the federation's whole compute.
+    budget: Literal["per_model", "total"] = "per_model"
 
 
 @register_strategy
 class Centralized(Strategy[CentralizedParams]):
-    """One client holds everything; a round is simply `local_steps` more steps on it."""
+    """One client holds everything; a round is `local_steps` more steps on it (`budget:
+    per_model`, the default), or K x `local_steps` (`budget: total`)."""
 
     name = "centralized"
     Params = CentralizedParams

@@ -1,0 +1,158 @@
+"""A client's local steps: drawn up front on the CPU, run without waiting on the host.
+
+A local step is the simulator's unit of cost, so everything a step needs from the host is
+prepared before the first one: the batches and kNN partners (from the client's numpy
+generator), the loss's sample points and derangements (from its torch generator), in the
+order one step at a time would draw them, and copied to the training device once. Where
+the client's shard of cached features fits in the device budget it is moved there once
+too; the occupancy counts and losses stay on the device and are read once, after the
+last step. On a GPU a step then launches its kernels without one blocking copy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from fuss_ray.federation.objective import ClientObjective, LocalRun
+from fuss_ray.losses import CorrespondenceLoss, Draws, cluster_loss
+from fuss_ray.losses.sampling import Pointwise
+from fuss_ray.models.head import FussModel
+
+# A client's shard moves to a GPU whole when it takes at most this many bytes.
+SHARD_ON_DEVICE_BYTES = 1 << 30
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """Every draw of one client's local training."""
+
+    picks: NDArray[np.int64]  # (S, b) positions into the client's shard
+    partners: NDArray[np.int64]  # (S, b) their kNN partners' positions
+    draws: Draws  # the loss's sample points and derangements, on the CPU
+
+
+def plan_steps(
+    num_images: int,
+    knn: NDArray[np.int64],
+    batch: int,
+    steps: int,
+    seed: int,
+    loss_fn: CorrespondenceLoss,
+) -> StepPlan:
+    """Draw all steps' batches and loss draws as the step-by-step loop would."""
+    rng = np.random.default_rng(seed)
+    picks = np.empty((steps, batch), dtype=np.int64)
+    partners = np.empty((steps, batch), dtype=np.int64)
+    for i in range(steps):
+        picks[i] = rng.choice(num_images, size=batch, replace=False)
+        partners[i] = knn[picks[i], rng.integers(knn.shape[1], size=batch)]
+    draws = loss_fn.draw(batch, steps, torch.Generator().manual_seed(seed))
+    return StepPlan(picks, partners, draws)
+
+
+class ShardFeatures:
+    """A client's feature maps by position in its shard, on the training device.
+
+    On the CPU each batch is read from the (memory-mapped) store as it is needed. On
+    another device the whole shard is copied there once when it fits; otherwise each
+    batch goes through pinned memory with a non-blocking copy.
+    """
+
+    def __init__(
+        self,
+        gather: Callable[[NDArray[np.int64]], NDArray[np.float32]],
+        indices: NDArray[np.int64],
+        device: torch.device,
+        itemsize: int,
+    ) -> None:
+        self.gather, self.indices, self.device = gather, indices, device
+        self.resident: torch.Tensor | None = None
+        if device.type != "cpu" and len(indices) * itemsize <= SHARD_ON_DEVICE_BYTES:
+            self.resident = torch.from_numpy(gather(indices)).to(device)
+
+    def positions(self, plan: NDArray[np.int64]) -> torch.Tensor | None:
+        """The plan's positions on the device (once per client), where the shard is there."""
+        if self.resident is None:
+            return None
+        return torch.from_numpy(plan).to(self.device)
+
+    def batch(self, position: NDArray[np.int64], on_device: torch.Tensor | None) -> torch.Tensor:
+        if self.resident is not None and on_device is not None:
+            return self.resident.index_select(0, on_device)
+        host = torch.from_numpy(self.gather(self.indices[position]))
+        if self.device.type == "cpu":
+            return host
+        if torch.cuda.is_available():
+            host = host.pin_memory()
+        return host.to(self.device, non_blocking=True)
+
+
+@dataclass(frozen=True)
+class StepSettings:
+    """The optimiser and loss settings every client of a run shares."""
+
+    lr_head: float
+    lr_centroids: float
+    cluster_weight: float
+    num_centroids: int
+
+
+def run_steps(
+    model: FussModel,
+    features: ShardFeatures,
+    plan: StepPlan,
+    loss_fn: CorrespondenceLoss,
+    settings: StepSettings,
+    objective: ClientObjective,
+    run: LocalRun,
+) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    """L_corr + L_cluster (+ the objective's term) for every planned step.
+
+    Returns the centroid occupancy counts and each step's loss, read from the device once.
+    """
+    device = run.device
+    # One Adam over both groups (the update of each parameter is the one two optimisers
+    # gave), with its multi-tensor kernels: one call per step instead of one per tensor.
+    opt = torch.optim.Adam(
+        [
+            {"params": list(model.head.parameters()), "lr": settings.lr_head},
+            {"params": [model.centroids], "lr": settings.lr_centroids},
+        ],
+        foreach=True,
+    )
+    draws = plan.draws.to(device)
+    picks, partners = features.positions(plan.picks), features.positions(plan.partners)
+    use_knn = bool(loss_fn.weights[1])  # kNN partners only when their term counts
+    taps_per_set = loss_fn.samples * loss_fn.samples
+    counts = torch.zeros(settings.num_centroids, dtype=torch.int64, device=device)
+    losses: list[torch.Tensor] = []
+    for i in range(draws.steps):
+        x = features.batch(plan.picks[i], None if picks is None else picks[i])
+        codes = model.head(x)
+        codes_k: torch.Tensor | Pointwise = codes
+        xk = x
+        if use_knn:
+            xk = features.batch(plan.partners[i], None if partners is None else partners[i])
+            # A partner is sampled at one set of points: where their four taps cover fewer
+            # cells than its map has, the head runs on those cells alone.
+            cells = xk.shape[2] * xk.shape[3]
+            codes_k = Pointwise(model.head, xk) if 4 * taps_per_set < cells else model.head(xk)
+        corr = loss_fn(x, codes, xk, codes_k, draws.step(i))
+        clus, assign = cluster_loss(codes, model.centroids)
+        loss = corr + settings.cluster_weight * clus
+        extra = objective.term(run, x, codes)
+        if extra is not None:
+            loss = loss + extra
+        opt.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[no-untyped-call]
+        objective.after_backward(run)
+        opt.step()
+        counts += torch.bincount(assign.reshape(-1), minlength=settings.num_centroids)
+        losses.append(loss.detach())
+    per_step = torch.stack(losses).cpu().numpy().astype(np.float64) if losses else np.zeros(0)
+    return counts.cpu().numpy(), per_step

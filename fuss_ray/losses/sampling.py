@@ -1,0 +1,91 @@
+"""Bilinear sampling by gathered cells and weights, deterministic on every device.
+
+`F.grid_sample` accumulates its input gradient with atomics on CUDA, so a GPU run that
+samples codes through it is not reproducible, and `torch.use_deterministic_algorithms(True)`
+refuses it. Sampling a point is a weighted sum of four map cells: here the cells are
+picked with `gather` from the flattened maps, whose backward (a scatter-add) has a
+deterministic implementation on CUDA and is serial on the CPU. The values equal
+`grid_sample(..., mode="bilinear", padding_mode="border", align_corners=True)` up to
+rounding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Taps:
+    """The four cells under each point and their bilinear weights, for maps of one size.
+
+    Computed once per set of coordinates and reused for every map sampled there (the
+    frozen features, the codes, a partner's codes), so the coordinate arithmetic runs once.
+    """
+
+    index: torch.Tensor  # (B, 4, P) int64 cells of the flattened (h*w) map of each image
+    weight: torch.Tensor  # (B, 4, P) float
+
+    def __getitem__(self, points: slice) -> Taps:
+        """The taps of a range of points (every image keeps its own cells)."""
+        return Taps(self.index[..., points], self.weight[..., points])
+
+
+def taps(coords: torch.Tensor, height: int, width: int) -> Taps:
+    """Taps of (B, P, 2) coordinates in [-1, 1] (x, then y), border-clamped, corners aligned."""
+    x = ((coords[..., 0] + 1) * 0.5 * (width - 1)).clamp(0, width - 1)
+    y = ((coords[..., 1] + 1) * 0.5 * (height - 1)).clamp(0, height - 1)
+    x0, y0 = x.floor(), y.floor()
+    dx, dy = x - x0, y - y0
+    xi, yi = x0.long(), y0.long()
+    # The far corner of a point on the last row or column is the same cell (weight 0).
+    xj = (xi + 1).clamp(max=width - 1)
+    yj = (yi + 1).clamp(max=height - 1)
+    index = torch.stack((yi * width + xi, yi * width + xj, yj * width + xi, yj * width + xj), dim=1)
+    weight = torch.stack(((1 - dx) * (1 - dy), dx * (1 - dy), (1 - dx) * dy, dx * dy), dim=1)
+    return Taps(index, weight)
+
+
+def gather_taps(maps: torch.Tensor, tap: Taps) -> torch.Tensor:
+    """Bilinear samples (B, C, P) of (B, C, h, w) maps at the taps' points."""
+    b, c = maps.shape[:2]
+    _, corners, p = tap.index.shape
+    index = tap.index.reshape(b, 1, corners * p).expand(b, c, corners * p)
+    cells = maps.reshape(b, c, -1).gather(2, index).view(b, c, corners, p)
+    return (cells * tap.weight.unsqueeze(1)).sum(dim=2)
+
+
+def bilinear_sample(maps: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+    """Samples (B, C, P) of (B, C, h, w) maps at (B, P, 2) coordinates in [-1, 1]."""
+    return gather_taps(maps, taps(coords, maps.shape[2], maps.shape[3]))
+
+
+@dataclass(frozen=True)
+class Pointwise:
+    """Maps `fn(maps)` of a per-pixel function, evaluated only at the cells sampled.
+
+    The segmentation head is one (1x1 convolutions and a per-channel dropout mask), so
+    sampling its output equals running it on the sampled cells. For a set of points whose
+    taps cover fewer cells than the map has (a kNN partner's 121 points on a 28 x 28
+    grid), that skips the rest of the map, forward and backward. `fn` must take
+    (B, C, n, 1) as it takes (B, C, h, w) maps, and draw the same random numbers.
+    """
+
+    fn: Callable[[torch.Tensor], torch.Tensor]
+    maps: torch.Tensor
+
+    def sample(self, tap: Taps) -> torch.Tensor:
+        """(B, D, P) samples of fn(maps) at the taps."""
+        b, c = self.maps.shape[:2]
+        _, corners, p = tap.index.shape
+        index = tap.index.reshape(b, 1, corners * p).expand(b, c, corners * p)
+        cells = self.maps.reshape(b, c, -1).gather(2, index).unsqueeze(-1)
+        out = self.fn(cells).view(b, -1, corners, p)
+        return (out * tap.weight.unsqueeze(1)).sum(dim=2)
+
+
+def sample(maps: torch.Tensor | Pointwise, tap: Taps) -> torch.Tensor:
+    """Bilinear samples (B, C, P) of maps, or of a pointwise function of them."""
+    return maps.sample(tap) if isinstance(maps, Pointwise) else gather_taps(maps, tap)
