@@ -104,6 +104,7 @@ def study_section() -> list[str]:
         f"{total_s / 60:.0f} minutes of run time in all, two at a time on 2 cores, so about "
         f"{total_s / 120:.0f} minutes of wall time{invocation(study, len(runs))}.",
         "",
+        *budget_note(study),
         "Test mIoU, mean over seeds with the 95% bootstrap interval of the mean:",
         "",
         *cells_table(study, keys, with_n=False),
@@ -128,6 +129,38 @@ def study_section() -> list[str]:
     lines += ["![paired differences to FedAvg](study-benchmark/paired-differences.png)", ""]
     lines += alignment_lines(study, keys) + reading(study, keys)
     return lines
+
+
+def budget_note(study: dict[str, Any]) -> list[str]:
+    """Which centralised reference the study's `centralized` rows are, in gradient steps."""
+    base = study["base_config"]
+    k, rounds, steps = (
+        base["partition"]["num_clients"],
+        base["train"]["rounds"],
+        base["train"]["local_steps"],
+    )
+    budgets = {(r.get("budget") or {}).get("centralized") for r in study["runs"]}
+    budgets.discard(None)
+    kind = budgets.pop() if len(budgets) == 1 else "total"  # runs before budgets were recorded
+    if kind == "per_model":
+        what = (
+            f"the per-model reference: {rounds} x {steps} = {rounds * steps} steps, as one "
+            "federated client's model takes"
+        )
+    else:
+        what = (
+            f"the total-compute reference: {rounds} x {k} x {steps} = {rounds * k * steps} "
+            f"gradient steps on one model, against the {rounds} x {steps} = {rounds * steps} "
+            "that each federated model takes (this study ran before `centralized` took a "
+            "`budget`, when it always trained K x local steps per round; `budget: per_model`, "
+            "now the default, trains like one federated client)"
+        )
+    return [
+        f"Budgets: every federated model takes {rounds} x {steps} = {rounds * steps} "
+        f"gradient steps; the `centralized` rows are {what}. A gap to centralised "
+        "training here is partly a gap in gradient steps.",
+        "",
+    ]
 
 
 def invocation(study: dict[str, Any], total: int) -> str:

@@ -122,6 +122,126 @@ def differences_plot(study: dict[str, Any], path: Path) -> None:
     save_png(fig, path, dpi=110)
 
 
+def _setting_keys(study: dict[str, Any]) -> list[str]:
+    return sorted({setting_key(c["setting"]) for c in study["cells"]})
+
+
+def cells_plot(study: dict[str, Any], path: Path) -> None:
+    """One panel per setting: each strategy a labelled row, its mean and 95% interval."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys, strategies = _setting_keys(study), list(study["strategies"])
+    fig, axes = plt.subplots(
+        1, len(keys), figsize=(4.2 * len(keys), 0.42 * len(strategies) + 1.6), squeeze=False,
+        sharey=True,
+    )  # fmt: skip
+    ys = np.arange(len(strategies))[::-1]
+    for ax, key in zip(axes[0], keys, strict=True):
+        for y, strategy in zip(ys, strategies, strict=True):
+            row = cell_of(study, strategy, key)
+            if row is None:
+                continue
+            low = row["ci_low"] if row["ci_low"] is not None else row["mean"]
+            high = row["ci_high"] if row["ci_high"] is not None else row["mean"]
+            colour = "tab:blue" if strategy != study.get("baseline") else "black"
+            ax.errorbar(
+                row["mean"], y, xerr=[[row["mean"] - low], [high - row["mean"]]], fmt="o",
+                color=colour, capsize=3,
+            )  # fmt: skip
+        ax.set_yticks(ys, strategies)
+        ax.set_xlabel("test mIoU (mean, 95% bootstrap interval)")
+        ax.set_title(key, fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle(f"{study['name']}: n = {len(study['seeds'])} seeds", fontsize=10)
+    fig.tight_layout()
+    save_png(fig, path, dpi=110)
+
+
+def has_curves(study: dict[str, Any]) -> bool:
+    return any(r.get("val_curve") for r in study["runs"])
+
+
+def curves_plot(study: dict[str, Any], path: Path) -> None:
+    """Validation mIoU against rounds (top) and against client steps (bottom), one panel
+    per setting, one line per strategy (mean over seeds, band: +/- one std)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = _setting_keys(study)
+    fig, axes = plt.subplots(2, len(keys), figsize=(4.6 * len(keys) + 1.4, 7.4), squeeze=False)
+    colours = plt.get_cmap("tab10")
+    for col, key in enumerate(keys):
+        for i, strategy in enumerate(study["strategies"]):
+            runs = [
+                r
+                for r in study["runs"]
+                if r["strategy"] == strategy and setting_key(r["setting"]) == key
+                and r.get("val_curve") and all(v is not None for v in r["val_curve"])
+            ]  # fmt: skip
+            if not runs:
+                continue
+            rounds = min(len(r["val_curve"]) for r in runs)
+            ys = np.array([r["val_curve"][:rounds] for r in runs], dtype=float)
+            mean, std = ys.mean(axis=0), ys.std(axis=0)
+            per_round = np.mean(
+                [(r.get("budget") or {}).get("client_steps_total", 0) / rounds for r in runs]
+            )
+            xs = np.arange(1, rounds + 1)
+            for row, x in ((0, xs), (1, xs * per_round)):
+                ax = axes[row][col]
+                ax.plot(x, mean, color=colours(i % 10), label=strategy, linewidth=1.4)
+                ax.fill_between(x, mean - std, mean + std, color=colours(i % 10), alpha=0.12)
+        axes[0][col].set_title(key, fontsize=9)
+        axes[0][col].set_xlabel("round")
+        axes[1][col].set_xlabel("client steps (all clients)")
+        for row in (0, 1):
+            axes[row][col].set_ylabel("validation mIoU")
+            axes[row][col].grid(alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.suptitle("learning curves: mean over seeds, band +/- 1 std", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
+    fig.subplots_adjust(right=0.88)
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(0.89, 0.5), fontsize=8)
+    save_png(fig, path, dpi=110, layout=False)
+
+
+def plateau_lines(study: dict[str, Any]) -> list[str]:
+    """The cells whose validation curves still climb (see `stats.plateau` for the rule)."""
+    rows = [c for c in study["cells"] if (c.get("plateau") or {}).get("plateaued") is not None]
+    if not rows:
+        return []
+    climbing = [c for c in rows if not c["plateau"]["plateaued"]]
+    lines = [
+        "",
+        "## Learning curves",
+        "",
+        "A cell has plateaued when its mean validation gain over the last quarter of the "
+        "rounds is at most the seed spread (the standard deviation of the final validation "
+        f"mIoU over seeds). {len(rows) - len(climbing)} of {len(rows)} cells have plateaued.",
+    ]
+    if climbing:
+        lines += [
+            "",
+            "Still climbing (a longer budget could change their ranking):",
+            "",
+            "| setting | strategy | gain over the last quarter | seed spread |",
+            "|---|---|---|---|",
+        ]
+        for c in climbing:
+            p = c["plateau"]
+            lines.append(
+                f"| {setting_key(c['setting'])} | {c['strategy']} | "
+                f"{p['gain_last_quarter']:+.1f} (from round {p['from_round']}) | "
+                f"{p['seed_spread']:.1f} |"
+            )
+    return lines
+
+
 def write_report(study: dict[str, Any], folder: Path) -> list[Path]:
     """report.md and its figures in `folder`; returns the files written."""
     files = []
@@ -132,18 +252,15 @@ def write_report(study: dict[str, Any], folder: Path) -> list[Path]:
         files.append(path)
         figures.append((f"Test mIoU against {factor}", path.name))
     if not study["grid"]:  # explicit settings: one axis, one point per setting
-        labels = [setting_key(x) for x in study.get("settings") or [{}]]
-        flat = {
-            **study,
-            "grid": {"setting": labels},
-            "cells": [
-                {**c, "setting": {"setting": setting_key(c["setting"])}} for c in study["cells"]
-            ],
-        }
         path = folder / "miou.png"
-        factor_plot(flat, "setting", path)
+        cells_plot(study, path)
         files.append(path)
         figures.append(("Test mIoU per setting", path.name))
+    if has_curves(study):
+        path = folder / "learning-curves.png"
+        curves_plot(study, path)
+        files.append(path)
+        figures.append(("Validation mIoU against rounds and client steps", path.name))
     if study["comparisons"]:
         path = folder / "paired-differences.png"
         differences_plot(study, path)
@@ -231,6 +348,7 @@ def report_markdown(study: dict[str, Any], figures: list[tuple[str, str]]) -> st
             f"{r['mean_diff']:+.1f}{_interval(r)} | {_p(r['wilcoxon_p'])} | "
             f"{_p(r.get('wilcoxon_p_holm'))} | {r['wins']} / {r['losses']} | {r['verdict']} |"
         )
+    lines += plateau_lines(study)
     for title, name in figures:
         lines += ["", f"![{title}]({name})"]
     return "\n".join(lines) + "\n"

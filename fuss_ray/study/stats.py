@@ -143,11 +143,14 @@ def cells_and_comparisons(
     """From finished runs: one row per (strategy, setting), one per comparison with the
     baseline in each setting (paired by seed)."""
     groups: dict[tuple[str, str], dict[int, float]] = {}
+    curves: dict[tuple[str, str], list[list[float | None]]] = {}
     settings: dict[str, dict[str, Any]] = {}
     for r in runs:
         key = setting_key(r["setting"])
         settings[key] = r["setting"]
         groups.setdefault((r["strategy"], key), {})[int(r["seed"])] = float(r["test_miou"])
+        if r.get("val_curve"):
+            curves.setdefault((r["strategy"], key), []).append(r["val_curve"])
     cells = []
     for (strategy, key), by_seed in sorted(groups.items()):
         cells.append(
@@ -155,6 +158,7 @@ def cells_and_comparisons(
                 "strategy": strategy,
                 "setting": settings[key],
                 **summarise([by_seed[s] for s in sorted(by_seed)], seed),
+                "plateau": plateau(curves.get((strategy, key), [])),
             }
         )
     comparisons: list[dict[str, Any]] = []
@@ -187,3 +191,30 @@ def cells_and_comparisons(
             row["verdict"] = verdict(row)
         comparisons.extend(rows)
     return cells, comparisons
+
+
+def plateau(curves: Sequence[Sequence[float | None]]) -> dict[str, Any]:
+    """Whether a cell's learning curves (one per seed, a score per round) have levelled off.
+
+    The rule: over the last quarter of training (from round ceil(3R/4) to round R, at
+    least the last round's step), the mean gain across seeds must not exceed the seed
+    spread (the standard deviation of the final scores over seeds). A cell that still
+    gains more than seeds disagree would rank differently with a longer budget, so its
+    comparison says more about the budget than about the strategies. Seeds whose curve
+    has a missing value are left out; with one seed the spread is 0.
+    """
+    full = [np.asarray(c, dtype=float) for c in curves if c and all(v is not None for v in c)]
+    if not full or len(full[0]) < 2:
+        return {"plateaued": None, "gain_last_quarter": None, "seed_spread": None}
+    rounds = min(len(c) for c in full)
+    start = min(rounds - 2, math.ceil(0.75 * rounds) - 1)  # index of the quarter's start
+    gains = [float(c[rounds - 1] - c[start]) for c in full]
+    finals = [float(c[rounds - 1]) for c in full]
+    gain = float(np.mean(gains))
+    spread = float(np.std(finals, ddof=1)) if len(finals) > 1 else 0.0
+    return {
+        "plateaued": gain <= spread,
+        "gain_last_quarter": gain,
+        "seed_spread": spread,
+        "from_round": start + 1,
+    }

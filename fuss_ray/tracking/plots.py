@@ -32,11 +32,13 @@ PALETTE = np.array(
 )
 
 
-def save_png(fig: Any, path: Path, dpi: int | None = None) -> None:
-    """Lay out, write atomically (never a half-written PNG) and free a matplotlib figure."""
+def save_png(fig: Any, path: Path, dpi: int | None = None, layout: bool = True) -> None:
+    """Lay out (unless the caller did), write atomically (never a half-written PNG) and
+    free a matplotlib figure."""
     import matplotlib.pyplot as plt
 
-    fig.tight_layout()
+    if layout:
+        fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi)
     plt.close(fig)

@@ -73,3 +73,27 @@ def test_pairs_are_by_seed_within_a_setting() -> None:
     assert verdict({"n": 8, "mean_diff": -2.0, "wilcoxon_p_holm": 0.01}) == (
         "worse than the baseline"
     )
+
+
+def test_a_curve_that_still_climbs_more_than_seeds_disagree_has_not_plateaued() -> None:
+    from fuss_ray.study.stats import plateau
+
+    # 8 rounds: the last quarter runs from round 6 to round 8 (index 5 to 7).
+    climbing = [[10, 20, 30, 40, 50, 60, 70, 80], [12, 22, 32, 42, 52, 62, 72, 82]]
+    out = plateau(climbing)
+    assert out["from_round"] == 6
+    assert out["gain_last_quarter"] == 20.0  # 80 - 60 on both seeds
+    assert out["seed_spread"] == pytest.approx(2**0.5)  # std of 80 and 82, ddof 1
+    assert out["plateaued"] is False
+    flat = [[10, 40, 50, 55, 56, 56, 57, 56], [10, 30, 45, 50, 53, 55, 55, 58]]
+    out = plateau(flat)
+    assert out["gain_last_quarter"] == pytest.approx(((56 - 56) + (58 - 55)) / 2)
+    assert out["seed_spread"] == pytest.approx(2**0.5)
+    assert out["plateaued"] is False  # 1.5 > 1.41: still gaining a little more than spread
+    out = plateau([[10, 40, 50, 55, 56, 56, 57, 56], [10, 30, 45, 50, 53, 55, 55, 60]])
+    assert out["plateaued"] is True  # gain 2.5 <= spread std(56, 60) = 2.83
+    # Two rounds: the quarter is the last step.
+    assert plateau([[1.0, 5.0]])["plateaued"] is False
+    assert plateau([[5.0, 5.0]])["plateaued"] is True
+    assert plateau([[5.0]])["plateaued"] is None
+    assert plateau([[1.0, None]])["plateaued"] is None

@@ -170,6 +170,9 @@ def test_a_study_killed_then_resumed_finishes_and_its_statistics_hold(
     assert "Paired differences to `fedavg`" in report and "fuss-maximin" in report
     assert (folder / "miou-vs-partition.alpha.png").read_bytes()[:4] == b"\x89PNG"
     assert (folder / "paired-differences.png").read_bytes()[:4] == b"\x89PNG"
+    assert (folder / "learning-curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert "## Learning curves" in report
+    assert all(c["plateau"]["plateaued"] is not None for c in study["cells"])
     from fuss_ray.study.run import run_study
 
     with pytest.raises(UserError, match="--resume"):  # a second start must not clobber it
