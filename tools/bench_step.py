@@ -1,12 +1,17 @@
 """Client steps per second: the first implementation of a local step against today's.
 
-A local step is the simulator's unit of cost. This times, in one process and one run,
-the reference step (tests/reference_step.py: the correspondence loss term by term with
-`grid_sample`, draws and reads each step) and the step that clients run now
-(fuss_ray.federation.steps with the fused loss), on one torch thread as a client actor
-has, at the committed benchmark's shapes and at the quickstart's. Rounds of the two
-alternate, so load on the machine falls on both alike; the figure is the median over
-rounds. It also trains both from the same state and reports how far apart they end.
+A local step is the simulator's unit of cost. This times, in one run, the reference step
+(tests/reference_step.py: the correspondence loss term by term with `grid_sample`, draws
+and reads each step) and the step that clients run now (fuss_ray.federation.steps with
+the fused loss), on one torch thread as a client actor has, at the committed benchmark's
+shapes and at the quickstart's, two ways:
+- as hosts run them (the headline): each in a worker process of its own, the reference
+  with glibc's default allocator as client hosts had it, the current one with
+  `reuse_freed_memory()` as client hosts now call it;
+- in one process under the same allocator (what the code alone changes).
+Timed rounds of the two alternate, so load on the machine falls on both alike; figures
+are medians over rounds. Both also train from the same state and the report says how far
+apart they end.
 
     python tools/bench_step.py --json docs/bench/step.json
 """
@@ -30,6 +35,7 @@ from fuss_ray.federation.steps import (
     ShardFeatures,
     StepSettings,
     plan_steps,
+    reuse_freed_memory,
     run_steps,
 )
 from fuss_ray.federation.types import Broadcast
@@ -141,14 +147,74 @@ def measure(shape: tuple[str, int, int, int, int], steps: int, rounds: int) -> d
     }
 
 
+def worker(kind: str, shape_name: str) -> None:
+    """Serve timed rounds to the parent: a line "STEPS SEED" in, steps per second out."""
+    torch.set_num_threads(1)
+    if kind == "current":
+        reuse_freed_memory()
+    shape = next(s for s in SHAPES if s[0] == shape_name)
+    work = Workload(*shape[1:])
+    fn = work.current if kind == "current" else work.reference
+    fn(2, 99)  # warm-up
+    print("ready", flush=True)
+    for line in sys.stdin:
+        steps, seed = map(int, line.split())
+        print(timed(fn, steps, seed), flush=True)
+
+
+def as_hosts_run_them(shape_name: str, steps: int, rounds: int) -> dict[str, Any]:
+    """Reference and current step in two worker processes, rounds alternating."""
+    import subprocess
+
+    procs = {
+        kind: subprocess.Popen(
+            [sys.executable, __file__, "--worker", kind, "--shape", shape_name],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for kind in ("reference", "current")
+    }
+    try:
+        for p in procs.values():
+            assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+        seen: dict[str, list[float]] = {"reference": [], "current": []}
+        for r in range(rounds):
+            for kind, p in procs.items():
+                assert p.stdin is not None and p.stdout is not None
+                p.stdin.write(f"{steps} {r}\n")
+                p.stdin.flush()
+                seen[kind].append(float(p.stdout.readline()))
+    finally:
+        for p in procs.values():
+            p.kill()
+            p.wait()
+    old, new = statistics.median(seen["reference"]), statistics.median(seen["current"])
+    return {
+        "reference_steps_per_s": old,
+        "current_steps_per_s": new,
+        "reference_ms_per_step": 1000 / old,
+        "current_ms_per_step": 1000 / new,
+        "speedup": new / old,
+        "reference_all": seen["reference"],
+        "current_all": seen["current"],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--steps", type=int, default=20, help="steps per timed round")
     parser.add_argument("--rounds", type=int, default=7, help="alternating rounds of each")
     parser.add_argument("--smoke", action="store_true", help="tiny run, for the tests")
+    parser.add_argument("--worker", choices=["reference", "current"], help=argparse.SUPPRESS)
+    parser.add_argument("--shape", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker:
+        worker(args.worker, args.shape)
+        return
     torch.set_num_threads(1)
+    reuse = reuse_freed_memory()  # as every client host does (both loops run under it)
     steps, rounds = (2, 1) if args.smoke else (args.steps, args.rounds)
     result = {
         "command": "python tools/bench_step.py" + (f" --json {args.json}" if args.json else ""),
@@ -156,13 +222,24 @@ def main() -> None:
         "machine": machine(),
         "torch": torch.__version__,
         "threads": 1,
-        "shapes": [measure(s, steps, rounds) for s in SHAPES],
+        "reuse_freed_memory": reuse,
+        "shapes": [
+            {
+                **measure(s, steps, rounds),
+                "as_hosts_run_them": as_hosts_run_them(s[0], steps, rounds),
+            }
+            for s in SHAPES
+        ],
     }
     for s in result["shapes"]:
+        h = s["as_hosts_run_them"]
         print(
-            f"{s['shape']['name']:>10}: reference {s['reference_ms_per_step']:.1f} ms/step, "
-            f"current {s['current_ms_per_step']:.1f} ms/step, {s['speedup']:.2f}x "
-            f"(state differs by {s['state_max_rel_diff_after_steps']:.1e} relative)"
+            f"{s['shape']['name']:>10}: as hosts run them: reference "
+            f"{h['reference_ms_per_step']:.1f} ms/step, current {h['current_ms_per_step']:.1f} "
+            f"ms/step, {h['speedup']:.2f}x; one process, one allocator: "
+            f"{s['reference_ms_per_step']:.1f} against {s['current_ms_per_step']:.1f} ms/step, "
+            f"{s['speedup']:.2f}x (state differs by {s['state_max_rel_diff_after_steps']:.1e} "
+            "relative)"
         )
     if args.json is not None:
         write_json(args.json, result)

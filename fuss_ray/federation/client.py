@@ -25,7 +25,13 @@ from fuss_ray.features.knn import image_descriptors, mine_knn
 from fuss_ray.federation.checkpoint import ArrayTree, latest_checkpoint, save_tree
 from fuss_ray.federation.objective import LocalRun
 from fuss_ray.federation.reduction import Reduced, reduce_updates
-from fuss_ray.federation.steps import ShardFeatures, StepSettings, plan_steps, run_steps
+from fuss_ray.federation.steps import (
+    ShardFeatures,
+    StepSettings,
+    plan_steps,
+    reuse_freed_memory,
+    run_steps,
+)
 from fuss_ray.federation.strategies import strategy_for
 from fuss_ray.federation.types import CENTROIDS, Arrays, Broadcast, ClientUpdate
 from fuss_ray.losses import CorrespondenceLoss
@@ -105,6 +111,7 @@ class ClientHost:
 
     def __init__(self, spec: HostSpec) -> None:
         torch.set_num_threads(spec.threads)
+        reuse_freed_memory()
         self.config = RunConfig.model_validate(spec.config)
         self.spec = spec
         fed = self.config.federation

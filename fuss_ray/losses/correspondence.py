@@ -93,11 +93,13 @@ class _Blocks:
 
     batch: int
     points: int
-    codes: torch.Tensor  # (B*P, B*P) S of every first-set point with every second-set point
-    centred: torch.Tensor  # (B, P, B, P) F minus its block row means (no gradient)
+    codes1: torch.Tensor  # (B*P, D) unit codes at the first set of points, image-major
+    codes2: torch.Tensor  # (B*P, D) and at the second
+    feats: torch.Tensor  # (B, P, B, P) F of the same points (no gradient)
+    row_means: torch.Tensor  # (B, P, B, 1) its block row means
     block_means: torch.Tensor  # (B, B) mean F of each block
     perms: torch.Tensor  # (R, B) the random pairings
-    knn_codes: torch.Tensor | None  # (B, P, P) S of each image with its kNN partner
+    knn_codes: torch.Tensor | None  # (B, P, D) unit codes of each image's kNN partner
     knn_centred: torch.Tensor | None  # (B, P, P) F minus row means
     knn_mean: torch.Tensor | None  # () global mean F of the kNN pairing
 
@@ -188,32 +190,32 @@ class CorrespondenceLoss:
         coords = step.coords[0]
         tap = taps(coords, h, w)
         with torch.no_grad():  # grid_sample's forward is deterministic; no gradient here
-            f = F.normalize(sample_at(feats, coords), dim=1)
-        s = F.normalize(gather_taps(codes, tap), dim=1)
-        f1, f2 = _points(f[..., :p]), _points(f[..., p:])  # (B*P, D)
-        s1, s2 = _points(s[..., :p]), _points(s[..., p:])
+            f1, f2 = _unit_rows(sample_at(feats, coords), 2)  # (B*P, D) each
+        s1, s2 = _unit_rows(gather_taps(codes, tap), 2)
         with torch.no_grad():
             corr_f = (f1 @ f2.T).view(b, p, b, p)
             row_means = corr_f.mean(dim=3, keepdim=True)
             block_means = row_means.mean(dim=1).view(b, b)
-            centred = corr_f.sub_(row_means)
         knn_s = knn_c = knn_m = None
         if use_knn:
             second = tap[p:]
             with torch.no_grad():
-                fk = F.normalize(sample_at(knn_feats, coords[:, p:]), dim=1)
-                corr_k = torch.bmm(f[..., :p].transpose(1, 2), fk)
+                (fk,) = _unit_rows(sample_at(knn_feats, coords[:, p:]), 1)
+                corr_k = torch.bmm(f1.view(b, p, -1), fk.view(b, p, -1).transpose(1, 2))
                 knn_m = corr_k.mean()
                 knn_c = corr_k.sub_(corr_k.mean(dim=2, keepdim=True))
-            sk = F.normalize(sample(knn_codes, second), dim=1)
-            knn_s = torch.bmm(s[..., :p].transpose(1, 2), sk)
+            (sk,) = _unit_rows(sample(knn_codes, second), 1)
+            knn_s = sk.view(b, p, -1)
         perms = step.perms[0] if b > 1 else step.perms[0][:0]
-        return _Blocks(b, p, s1 @ s2.T, centred, block_means, perms, knn_s, knn_c, knn_m)
+        return _Blocks(b, p, s1, s2, corr_f, row_means, block_means, perms, knn_s, knn_c, knn_m)
 
 
-def _points(sets: torch.Tensor) -> torch.Tensor:
-    """(B, D, P) sampled sets as (B*P, D) rows, image-major."""
-    return sets.transpose(1, 2).reshape(-1, sets.shape[1])
+def _unit_rows(samples: torch.Tensor, n: int) -> tuple[torch.Tensor, ...]:
+    """(B, D, n*P) samples of n point sets as n unit-norm (B*P, D) row blocks, image-major
+    (one copy into rows, then norms along contiguous memory)."""
+    b, d, total = samples.shape
+    rows = samples.view(b, d, n, total // n).permute(2, 0, 3, 1).reshape(n, -1, d)
+    return tuple(F.normalize(rows, dim=2).unbind(0))
 
 
 def _weighted(
@@ -222,28 +224,67 @@ def _weighted(
     """-sum(relu(S) * W) of the blocks for the given term weights: the loss."""
     b, p = blocks.batch, blocks.points
     per_pair = float(b * p * p)
-    zero = torch.zeros((), dtype=blocks.codes.dtype, device=blocks.codes.device)
+    zero = torch.zeros((), dtype=blocks.codes1.dtype, device=blocks.codes1.device)
     total = zero
     r = blocks.perms.shape[0]
     if weights[0] or (weights[2] and r):
         with torch.no_grad():
-            eye = torch.eye(b, dtype=blocks.codes.dtype, device=blocks.codes.device)
+            eye = torch.eye(b, dtype=blocks.codes1.dtype, device=blocks.codes1.device)
             # A[i, j]: the weight of block (i, j); C[i, j]: its constant (global mean - shift).
             a = eye * (weights[0] / per_pair)
             c = eye * (weights[0] / per_pair) * (blocks.block_means.diagonal().mean() - shifts[0])
             if weights[2] and r:
-                pick = F.one_hot(blocks.perms, b).to(blocks.codes.dtype)  # (R, B, B)
+                pick = F.one_hot(blocks.perms, b).to(blocks.codes1.dtype)  # (R, B, B)
                 rows = torch.arange(b, device=blocks.perms.device)
                 means = blocks.block_means[rows, blocks.perms].mean(dim=1)  # (R,)
                 coef = weights[2] / (r * per_pair)
                 a = a + pick.sum(dim=0) * coef
                 c = c + (pick * (coef * (means - shifts[2])).view(r, 1, 1)).sum(dim=0)
-            weight = blocks.centred * a.view(b, 1, b, 1) + c.view(b, 1, b, 1)
-        total = total - torch.dot(torch.relu(blocks.codes).reshape(-1), weight.reshape(-1))
+            a4 = a.view(b, 1, b, 1)
+            # W = (F - row means) * A + C, in two passes over the matrix.
+            weight = (blocks.feats * a4).add_(c.view(b, 1, b, 1) - blocks.row_means * a4)
+        total = total + gram_hinge(blocks.codes1, blocks.codes2, weight.view(b * p, b * p))
     if weights[1] and blocks.knn_codes is not None:
         assert blocks.knn_centred is not None and blocks.knn_mean is not None
         with torch.no_grad():
             coef = weights[1] / per_pair
             weight_k = (blocks.knn_centred + (blocks.knn_mean - shifts[1])) * coef
-        total = total - torch.dot(torch.relu(blocks.knn_codes).reshape(-1), weight_k.reshape(-1))
+        total = total + gram_hinge(blocks.codes1.view(b, p, -1), blocks.knn_codes, weight_k)
     return total
+
+
+class _GramHinge(torch.autograd.Function):
+    """-sum(relu(a @ b^T) * w) for rows a, b ((n, d) and (m, d), or batched) and a constant
+    weight map w, which it overwrites.
+
+    Written out because the loss is elementwise work on an (n, m) matrix between two
+    products: here S is clamped and turned into its own 0/1 mask in place, the mask
+    multiplies w in place, and the backward pass is the two products with that masked
+    weight (the scalar gradient scales their small outputs). No boolean tensor, no copy.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx, a: torch.Tensor, b: torch.Tensor, w: torch.Tensor
+    ) -> torch.Tensor:
+        hinge = torch.matmul(a, b.transpose(-1, -2)).clamp_min_(0.0)
+        value = -torch.dot(hinge.reshape(-1), w.reshape(-1))
+        masked = w.mul_(hinge.sign_())  # W where S > 0, else 0: the gradient
+        ctx.save_for_backward(a, b, masked)
+        return value
+
+    @staticmethod
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
+        a, b, masked = ctx.saved_tensors  # type: ignore[attr-defined]
+        need = ctx.needs_input_grad  # type: ignore[attr-defined]
+        grad_a = torch.matmul(masked, b).mul_(-grad) if need[0] else None
+        grad_b = torch.matmul(masked.transpose(-1, -2), a).mul_(-grad) if need[1] else None
+        return grad_a, grad_b, None
+
+
+def gram_hinge(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """-sum(relu(a @ b^T) * w), differentiable in a and b; w is overwritten."""
+    out: torch.Tensor = _GramHinge.apply(a, b, w)  # type: ignore[no-untyped-call]
+    return out
