@@ -261,3 +261,25 @@ def test_per_cell_tuning_gives_every_strategy_the_same_budget_on_validation(
         assert yaml.safe_load(trial.read_text())["seed"] == 4  # one past the study's seeds
     assert set(study["runs"][1]["tuned"]) == {"train.lr_head", "federation.strategy.mu"}
     assert set(study["runs"][0]["tuned"]) == {"train.lr_head"}
+
+
+def test_a_study_can_ablate_one_loss_weight(cache_dir: Path, tmp_path: Path) -> None:
+    """A grid over `loss.weights.knn` alone: every run keeps the other weights, and a run
+    without the kNN term trains (in process, as a study trial would run it)."""
+    from fuss_ray.simulation import run_simulation
+    from fuss_ray.study.spec import run_config
+
+    spec = load_study(_study_file(tmp_path, cache_dir, grid={"loss.weights.knn": [0.0, 0.25]}))
+    runs = planned_runs(spec)
+    assert len(runs) == 2 * 2 * 3
+    for planned in runs:
+        weights = run_config(spec, planned.strategy, planned.setting, planned.seed).loss.weights
+        assert weights.knn == planned.setting["loss.weights.knn"]
+        assert (weights.self_, weights.rand) == (0.67, 0.63)
+    off = next(p for p in runs if p.setting["loss.weights.knn"] == 0.0)
+    config = run_config(spec, off.strategy, off.setting, off.seed)
+    config = config.model_copy(
+        update={"tracking": config.tracking.model_copy(update={"enabled": False})}
+    )
+    summary = run_simulation(config, tmp_path / "run", show_progress=False)
+    assert summary["final"] is not None and summary["config"]["loss"]["weights"]["knn"] == 0.0
