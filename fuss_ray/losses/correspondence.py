@@ -286,5 +286,5 @@ class _GramHinge(torch.autograd.Function):
 
 def gram_hinge(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """-sum(relu(a @ b^T) * w), differentiable in a and b; w is overwritten."""
-    out: torch.Tensor = _GramHinge.apply(a, b, w)  # type: ignore[no-untyped-call]
+    out: torch.Tensor = _GramHinge.apply(a, b, w)
     return out

@@ -81,7 +81,7 @@ def tune_cells(spec: StudySpec, out: Path, verbose: bool) -> dict[tuple[str, str
     for setting in settings(spec):
         for strategy in spec.study.strategies:
             key = (setting_key(setting), strategy)
-            space = cell_space(tuning.space, strategy)
+            space = cell_space(tuning.space, spec.study.section(strategy)["name"])
             if not space:  # nothing of this space applies to it: its defaults
                 chosen[key] = {}
                 continue

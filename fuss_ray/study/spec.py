@@ -63,7 +63,13 @@ class StudyTuning(BaseModel):
 class StudySettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    # Labels, one per compared strategy. An entry of the file is a strategy's name, or a
+    # mapping {label, name, ...its settings} (`{label: centralized-total, name:
+    # centralized, budget: total}`), so one strategy can be compared under two settings.
     strategies: list[str] = Field(min_length=1)
+    variants: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="label -> the strategy section its runs use"
+    )
     baseline: str
     seeds: list[int] = Field(min_length=1)
     grid: dict[str, list[Any]] = Field(default_factory=dict)
@@ -79,16 +85,39 @@ class StudySettings(BaseModel):
     out_dir: Path = Path("runs/studies")
     storage: str = Field("sqlite:///optuna.db", description="Optuna storage for tuning")
 
-    @field_validator("strategies")
+    @model_validator(mode="before")
     @classmethod
-    def _known(cls, v: list[str]) -> list[str]:
-        for name in v:
+    def _labelled(cls, data: Any) -> Any:
+        """Entries given as mappings become labels, their sections `variants`."""
+        if not isinstance(data, dict) or not isinstance(data.get("strategies"), list):
+            return data
+        labels, variants = [], {}
+        for entry in data["strategies"]:
+            if isinstance(entry, dict):
+                section = {k: v for k, v in entry.items() if k != "label"}
+                label = str(entry.get("label") or section.get("name"))
+                variants[label] = section
+                labels.append(label)
+            else:
+                labels.append(entry)
+        return {**data, "strategies": labels, "variants": variants}
+
+    @model_validator(mode="after")
+    def _known(self) -> StudySettings:
+        known = ", ".join(sorted(STRATEGIES))
+        for label in self.strategies:
+            name = self.section(label).get("name")
             if name not in STRATEGIES:
-                known = ", ".join(sorted(STRATEGIES))
-                raise ValueError(f"'{name}' is not a strategy (known: {known})")
-        if len(set(v)) != len(v):
-            raise ValueError("names each strategy once")
-        return v
+                raise ValueError(f"study.strategies: '{name}' is not a strategy (known: {known})")
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", label):
+                raise ValueError(f"study.strategies: label '{label}' must be a plain name")
+        if len(set(self.strategies)) != len(self.strategies):
+            raise ValueError("study.strategies: names each strategy (or label) once")
+        return self
+
+    def section(self, label: str) -> dict[str, Any]:
+        """The `federation.strategy` section of a label's runs."""
+        return dict(self.variants.get(label, {"name": label}))
 
     @field_validator("seeds")
     @classmethod
@@ -193,7 +222,7 @@ def run_config(
     tree = json.loads(json.dumps(spec.base))
     for key, value in setting.items():
         apply_override(tree, f"{key}={json.dumps(value)}")
-    tree.setdefault("federation", {})["strategy"] = {"name": strategy}
+    tree.setdefault("federation", {})["strategy"] = spec.study.section(strategy)
     for key, value in (tuned or {}).items():
         apply_override(tree, f"{key}={json.dumps(value)}")
     tree["seed"] = seed

@@ -283,3 +283,32 @@ def test_a_study_can_ablate_one_loss_weight(cache_dir: Path, tmp_path: Path) -> 
     )
     summary = run_simulation(config, tmp_path / "run", show_progress=False)
     assert summary["final"] is not None and summary["config"]["loss"]["weights"]["knn"] == 0.0
+
+
+def test_one_strategy_under_two_labels_runs_with_each_section(
+    cache_dir: Path, tmp_path: Path
+) -> None:
+    """Both centralised references side by side: a label per budget, its own section."""
+    from fuss_ray.study.spec import run_config
+
+    both = [
+        "fedavg",
+        {"label": "centralized-per-model", "name": "centralized"},
+        {"label": "centralized-total", "name": "centralized", "budget": "total"},
+    ]
+    spec = load_study(_study_file(tmp_path, cache_dir, strategies=both, seeds=[0]))
+    assert spec.study.strategies == ["fedavg", "centralized-per-model", "centralized-total"]
+    by_label = {p.strategy: p for p in planned_runs(spec)}
+    assert by_label["centralized-total"].run_id.split("/")[1] == "centralized-total"
+    sections = {
+        label: run_config(spec, label, p.setting, p.seed).federation.strategy
+        for label, p in by_label.items()
+    }
+    assert sections["centralized-per-model"]["budget"] == "per_model"
+    assert sections["centralized-total"] == {"name": "centralized", "budget": "total"}
+    assert sections["fedavg"]["name"] == "fedavg"
+    with pytest.raises(UserError, match="budget"):
+        bad = [*both[:2], {"label": "x", "name": "centralized", "budget": "all"}]
+        load_study(_study_file(tmp_path, cache_dir, strategies=bad, seeds=[0]))
+    with pytest.raises(UserError, match="once"):
+        load_study(_study_file(tmp_path, cache_dir, strategies=["fedavg", "fedavg"]))
