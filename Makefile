@@ -18,7 +18,7 @@ quickstart: $(VENV)/.installed
 	$(VENV)/bin/fuss-ray run configs/quickstart.yaml
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check fuss_ray tests tools

@@ -31,6 +31,7 @@ from fuss_ray.federation.steps import (
     plan_steps,
     reuse_freed_memory,
     run_steps,
+    shard_budget,
 )
 from fuss_ray.federation.strategies import strategy_for
 from fuss_ray.federation.types import CENTROIDS, Arrays, Broadcast, ClientUpdate
@@ -116,6 +117,8 @@ class ClientHost:
         self.spec = spec
         fed = self.config.federation
         self.device = training_device(fed.device, fed.num_gpus, fed.gpu_memory_fraction)
+        share = fed.gpu_memory_fraction or (fed.num_gpus if 0 < fed.num_gpus < 1 else None)
+        self.shard_budget = shard_budget(self.device, share)
         self.store = self._open_store(spec, self.config, self.device)
         self.indices = {c: np.asarray(i, dtype=np.int64) for c, i in spec.clients.items()}
         # Each client's kNN table is mined on its first training here (`_knn`), so that
@@ -306,7 +309,9 @@ class ClientHost:
             cid, model, broadcast, kept, self.device, cfg.train.local_steps, self._fresh_model
         )
         objective.begin(run)
-        features = ShardFeatures(self.store.gather, indices, self.device, self._image_bytes())
+        features = ShardFeatures(
+            self.store.gather, indices, self.device, self._image_bytes(), self.shard_budget
+        )
         counts, losses = run_steps(model, features, plan, self.loss_fn, self.steps, objective, run)
         state = model_state(model)
         keep, extras = objective.end(run, state)

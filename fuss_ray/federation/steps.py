@@ -24,8 +24,17 @@ from fuss_ray.losses import CorrespondenceLoss, Draws, cluster_loss
 from fuss_ray.losses.sampling import Pointwise
 from fuss_ray.models.head import FussModel
 
-# A client's shard moves to a GPU whole when it takes at most this many bytes.
+# A client's shard moves to a GPU whole when it takes at most this many bytes, and at most
+# a quarter of the process's share of the GPU's memory.
 SHARD_ON_DEVICE_BYTES = 1 << 30
+
+
+def shard_budget(device: torch.device, share: float | None) -> int:
+    """Bytes of features a client may keep on `device` for its local steps."""
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return SHARD_ON_DEVICE_BYTES
+    total = torch.cuda.get_device_properties(device).total_memory
+    return min(SHARD_ON_DEVICE_BYTES, int(total * (share or 1.0) / 4))
 
 
 def reuse_freed_memory() -> bool:
@@ -89,10 +98,11 @@ class ShardFeatures:
         indices: NDArray[np.int64],
         device: torch.device,
         itemsize: int,
+        budget: int = SHARD_ON_DEVICE_BYTES,
     ) -> None:
         self.gather, self.indices, self.device = gather, indices, device
         self.resident: torch.Tensor | None = None
-        if device.type != "cpu" and len(indices) * itemsize <= SHARD_ON_DEVICE_BYTES:
+        if device.type != "cpu" and len(indices) * itemsize <= budget:
             self.resident = torch.from_numpy(gather(indices)).to(device)
 
     def positions(self, plan: NDArray[np.int64]) -> torch.Tensor | None:

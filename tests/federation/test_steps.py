@@ -124,3 +124,21 @@ def test_no_step_waits_on_a_transfer(strategy: str) -> None:
             seen.append(dict(fake_device.TRANSFERS))
     assert seen[0] == seen[1]
     assert seen[0]["to_host"] > 0  # the harness counts (the state goes back to the server)
+
+
+def test_a_shard_too_big_for_the_device_budget_is_copied_per_batch() -> None:
+    """Within the budget the shard moves once; past it each batch is copied (non-blocking)
+    and the values are the same either way."""
+    maps = np.random.default_rng(0).standard_normal((6, 3, 2, 2), dtype=np.float32)
+    idx = np.arange(6, dtype=np.int64)
+    with fake_device.on_fake_device() as dev:
+        whole = ShardFeatures(lambda i: maps[i], idx, dev, maps[0].nbytes, budget=6 * 48)
+        parts = ShardFeatures(lambda i: maps[i], idx, dev, maps[0].nbytes, budget=6 * 48 - 1)
+        assert whole.resident is not None and parts.resident is None
+        pick = np.array([4, 1])
+        on_device = whole.positions(pick[None])
+        assert on_device is not None and parts.positions(pick[None]) is None
+        a, b = whole.batch(pick, on_device[0]), parts.batch(pick, None)
+        assert isinstance(a, fake_device.DeviceTensor) and isinstance(b, fake_device.DeviceTensor)
+        assert torch.equal(a.cpu(), torch.from_numpy(maps[pick]))
+        assert torch.equal(b.cpu(), torch.from_numpy(maps[pick]))
