@@ -201,7 +201,10 @@ def test_asha_stops_a_clearly_losing_trial_and_optuna_keeps_every_trial(
         max_concurrent=1,
         scheduler={"kind": "asha", "grace_period": 1, "reduction_factor": 2},
     )
-    sets = ["federation.strategy=centralized", "train.local_steps=10", "train.rounds=3"]
+    # The federation's whole budget (4 clients x 10 steps a round), so that the good trial
+    # is clearly ahead at the first rung.
+    sets = ["federation.strategy=centralized", "federation.strategy.budget=total"]
+    sets += ["train.local_steps=10", "train.rounds=3"]
     sets += ["data.val_fraction=0.3", "search.test_best=false", "tracking=off"]
     spec = load_search(path, sets)
     summary = run_search(spec)
