@@ -63,6 +63,24 @@ def quickstart() -> list[str]:
         f"{q['peak_rss_mib']:,.0f} MiB, with 2 Ray actors of 5 clients each. The same config "
         "and seed give the same final metrics (`tests/test_simulation.py`), and the Ray "
         "executor is bit-identical to the sequential one (`tests/federation/test_executor.py`).",
+        *first_step_note(q),
+    ]
+
+
+def first_step_note(q: dict[str, Any]) -> list[str]:
+    """The same command on the code before the fused client step, the same day: wall
+    times here are of the day they were measured, and this machine's speed varies."""
+    old = load("quickstart-f9efb07.json")
+    o = old["summary"]
+    return [
+        "",
+        f"On {old['date']}, the day of the figures above, the same command at commit f9efb07 "
+        f"(the first client step, `docs/bench/quickstart-f9efb07.json`) took "
+        f"{old['wall_seconds']:.0f} s (rounds {o['timings']['rounds_s']:.0f} s) and ended at "
+        f"test mIoU {o['final']['miou']:.4f}, against {q['summary']['final']['miou']:.4f} "
+        "now: the fused step computes the same loss up to float32 rounding. Wall times of "
+        "other days are not comparable with these: this machine's speed changes from day to "
+        "day (the same code ran the quickstart in 66 s on 2026-11-30).",
     ]
 
 
