@@ -120,6 +120,7 @@ class ClientHost:
         share = fed.gpu_memory_fraction or (fed.num_gpus if 0 < fed.num_gpus < 1 else None)
         self.shard_budget = shard_budget(self.device, share)
         self.store = self._open_store(spec, self.config, self.device)
+        self.image_bytes = self._image_bytes()  # what moving a client's shard costs
         self.indices = {c: np.asarray(i, dtype=np.int64) for c, i in spec.clients.items()}
         # Each client's kNN table is mined on its first training here (`_knn`), so that
         # starting a host costs nothing per client: start-up grows with the clients that
@@ -310,7 +311,7 @@ class ClientHost:
         )
         objective.begin(run)
         features = ShardFeatures(
-            self.store.gather, indices, self.device, self._image_bytes(), self.shard_budget
+            self.store.gather, indices, self.device, self.image_bytes, self.shard_budget
         )
         counts, losses = run_steps(model, features, plan, self.loss_fn, self.steps, objective, run)
         state = model_state(model)

@@ -27,8 +27,6 @@ import torch.nn.functional as F
 
 from fuss_ray.losses.sampling import Pointwise, gather_taps, sample, taps
 
-SELF, KNN, RAND = 0, 1, 2  # the three kinds of pairing, in the order of weights and shifts
-
 
 def sample_at(maps: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
     """Bilinear samples of (B, D, h, w) maps at (B, P, 2) coordinates in [-1, 1] -> (B, D, P)."""

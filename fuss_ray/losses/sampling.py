@@ -48,13 +48,22 @@ def taps(coords: torch.Tensor, height: int, width: int) -> Taps:
     return Taps(index, weight)
 
 
+def _cells(maps: torch.Tensor, tap: Taps) -> torch.Tensor:
+    """The (B, C, 4*P) map cells under the taps, corner-major per point set."""
+    b, c = maps.shape[:2]
+    index = tap.index.reshape(b, 1, -1).expand(b, c, tap.index[0].numel())
+    return maps.reshape(b, c, -1).gather(2, index)
+
+
+def _blend(cells: torch.Tensor, tap: Taps) -> torch.Tensor:
+    """(B, C, 4*P) cell values weighted into (B, C, P) samples."""
+    b, corners, p = tap.index.shape
+    return (cells.view(b, -1, corners, p) * tap.weight.unsqueeze(1)).sum(dim=2)
+
+
 def gather_taps(maps: torch.Tensor, tap: Taps) -> torch.Tensor:
     """Bilinear samples (B, C, P) of (B, C, h, w) maps at the taps' points."""
-    b, c = maps.shape[:2]
-    _, corners, p = tap.index.shape
-    index = tap.index.reshape(b, 1, corners * p).expand(b, c, corners * p)
-    cells = maps.reshape(b, c, -1).gather(2, index).view(b, c, corners, p)
-    return (cells * tap.weight.unsqueeze(1)).sum(dim=2)
+    return _blend(_cells(maps, tap), tap)
 
 
 def bilinear_sample(maps: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
@@ -78,12 +87,7 @@ class Pointwise:
 
     def sample(self, tap: Taps) -> torch.Tensor:
         """(B, D, P) samples of fn(maps) at the taps."""
-        b, c = self.maps.shape[:2]
-        _, corners, p = tap.index.shape
-        index = tap.index.reshape(b, 1, corners * p).expand(b, c, corners * p)
-        cells = self.maps.reshape(b, c, -1).gather(2, index).unsqueeze(-1)
-        out = self.fn(cells).view(b, -1, corners, p)
-        return (out * tap.weight.unsqueeze(1)).sum(dim=2)
+        return _blend(self.fn(_cells(self.maps, tap).unsqueeze(-1)), tap)
 
 
 def sample(maps: torch.Tensor | Pointwise, tap: Taps) -> torch.Tensor:
