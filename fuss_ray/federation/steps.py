@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from numpy.typing import NDArray
+from torch.optim.adam import adam
 
 from fuss_ray.federation.objective import ClientObjective, LocalRun
 from fuss_ray.losses import CorrespondenceLoss, Draws, cluster_loss
@@ -122,6 +123,66 @@ class ShardFeatures:
         return host.to(self.device, non_blocking=True)
 
 
+_STEP_DTYPE = {True: torch.float64, False: torch.float32}  # as torch.optim keeps the count
+
+
+class GroupAdam:
+    """`torch.optim.Adam(groups, foreach=True)`, step for step the same bits, without
+    the class.
+
+    Every method of `torch.optim.Optimizer` imports `torch._dynamo` on first use: 2-4 s
+    of a core in each process that trains, i.e. in every client actor and Tune trial, for
+    a few milliseconds of work. This keeps Adam's per-parameter state (the moments, and
+    the step count as a CPU tensor) and calls the same functional update per group, which
+    is what `Adam.step` does.
+    """
+
+    def __init__(self, groups: list[tuple[list[torch.Tensor], float]]) -> None:
+        self.groups = groups
+        self.state: dict[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    def zero_grad(self) -> None:
+        for params, _ in self.groups:
+            for p in params:
+                p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for params, lr in self.groups:
+            live = [p for p in params if p.grad is not None]
+            for p in live:
+                if p not in self.state:
+                    self.state[p] = (
+                        torch.zeros_like(p, memory_format=torch.preserve_format),
+                        torch.zeros_like(p, memory_format=torch.preserve_format),
+                        torch.tensor(
+                            0.0, dtype=_STEP_DTYPE[torch.get_default_dtype() == torch.float64]
+                        ),
+                    )
+            moments = [self.state[p] for p in live]
+            adam(
+                live,
+                [p.grad for p in live if p.grad is not None],
+                [m[0] for m in moments],
+                [m[1] for m in moments],
+                [],
+                [m[2] for m in moments],
+                foreach=True,
+                amsgrad=False,
+                has_complex=False,
+                beta1=0.9,
+                beta2=0.999,
+                lr=lr,
+                weight_decay=0.0,
+                eps=1e-8,
+                maximize=False,
+                capturable=False,
+                differentiable=False,
+                fused=None,
+                decoupled_weight_decay=False,
+            )
+
+
 @dataclass(frozen=True)
 class StepSettings:
     """The optimiser and loss settings every client of a run shares."""
@@ -148,12 +209,11 @@ def run_steps(
     device = run.device
     # One Adam over both groups (the update of each parameter is the one two optimisers
     # gave), with its multi-tensor kernels: one call per step instead of one per tensor.
-    opt = torch.optim.Adam(
+    opt = GroupAdam(
         [
-            {"params": list(model.head.parameters()), "lr": settings.lr_head},
-            {"params": [model.centroids], "lr": settings.lr_centroids},
-        ],
-        foreach=True,
+            (list(model.head.parameters()), settings.lr_head),
+            ([model.centroids], settings.lr_centroids),
+        ]
     )
     draws = plan.draws.to(device)
     picks, partners = features.positions(plan.picks), features.positions(plan.partners)
@@ -178,7 +238,7 @@ def run_steps(
         extra = objective.term(run, x, codes)
         if extra is not None:
             loss = loss + extra
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad()
         loss.backward()  # type: ignore[no-untyped-call]
         objective.after_backward(run)
         opt.step()

@@ -9,7 +9,13 @@ import torch
 from fuss_ray.config import validate_config
 from fuss_ray.federation.client import ClientHost, HostSpec
 from fuss_ray.federation.objective import ClientObjective, LocalRun
-from fuss_ray.federation.steps import ShardFeatures, StepSettings, plan_steps, run_steps
+from fuss_ray.federation.steps import (
+    GroupAdam,
+    ShardFeatures,
+    StepSettings,
+    plan_steps,
+    run_steps,
+)
 from fuss_ray.federation.types import Broadcast
 from fuss_ray.losses import CorrespondenceLoss
 from fuss_ray.models.head import FussModel, load_model_state, model_state
@@ -142,3 +148,32 @@ def test_a_shard_too_big_for_the_device_budget_is_copied_per_batch() -> None:
         assert isinstance(a, fake_device.DeviceTensor) and isinstance(b, fake_device.DeviceTensor)
         assert torch.equal(a.cpu(), torch.from_numpy(maps[pick]))
         assert torch.equal(b.cpu(), torch.from_numpy(maps[pick]))
+
+
+def test_group_adam_takes_torch_adams_steps_bit_for_bit() -> None:
+    """Two groups, a parameter that skips a step without a gradient, five steps: the same
+    parameters and moments as `torch.optim.Adam(..., foreach=True)`, to the last bit."""
+    gen = torch.Generator().manual_seed(0)
+    init = [torch.randn(4, 3, generator=gen), torch.randn(3, generator=gen), torch.randn(2, 5)]
+    grads = [[torch.randn(t.shape, generator=gen) for t in init] for _ in range(5)]
+    ours = [t.clone().requires_grad_() for t in init]
+    theirs = [t.clone().requires_grad_() for t in init]
+    mine = GroupAdam([(ours[:2], 1e-3), (ours[2:], 5e-3)])
+    ref = torch.optim.Adam(
+        [{"params": theirs[:2], "lr": 1e-3}, {"params": theirs[2:], "lr": 5e-3}], foreach=True
+    )
+    for step, g in enumerate(grads):
+        mine.zero_grad()
+        ref.zero_grad(set_to_none=True)
+        for p, q, gi in zip(ours, theirs, g, strict=True):
+            if step == 2 and gi is g[1]:
+                continue  # no gradient this step: Adam leaves it and its moments alone
+            p.grad, q.grad = gi.clone(), gi.clone()
+        mine.step()
+        ref.step()
+        for p, q in zip(ours, theirs, strict=True):
+            assert torch.equal(p, q)
+            exp_avg, exp_avg_sq, count = mine.state[p]
+            assert torch.equal(exp_avg, ref.state[q]["exp_avg"])
+            assert torch.equal(exp_avg_sq, ref.state[q]["exp_avg_sq"])
+            assert torch.equal(count, ref.state[q]["step"])
