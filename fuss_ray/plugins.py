@@ -78,6 +78,13 @@ def _strategy_name(cls: Any) -> str:
     return str(cls.name)
 
 
+def _dataset_name(cls: Any) -> str:
+    return str(cls.dataset)
+
+
+# Dataset adapters (fuss_ray.data.base.SegmentationDataset subclasses with a `dataset` name).
+DATASETS: Registry[Any] = Registry("fuss_ray.datasets", "fuss_ray.data.sources", _dataset_name)
+
 # Federation strategies (fuss_ray.federation.strategies.base.Strategy subclasses).
 STRATEGIES: Registry[Any] = Registry(
     "fuss_ray.strategies", "fuss_ray.federation.strategies", _strategy_name

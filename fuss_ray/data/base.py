@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, NamedTuple
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, NamedTuple, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
+from fuss_ray.plugins import DATASETS
 from fuss_ray.seeds import Stream, seed_stream
 
 if TYPE_CHECKING:
@@ -27,6 +29,14 @@ class SegmentationDataset(ABC):
 
     num_classes: int
     skipped: list[str] = []  # noqa: RUF012  ("path: reason" of files left out, if any)
+    dataset: ClassVar[str]  # its `data.dataset` name, for adapters in the registry
+    # Benchmarks: the validation images are fixed (the same for every seed), not drawn.
+    fixed_validation: ClassVar[bool] = False
+
+    @classmethod
+    def open_splits(cls, config: RunConfig) -> tuple[SegmentationDataset, SegmentationDataset]:
+        """The full training set and the test set of a run's `data` section (adapters)."""
+        raise NotImplementedError(f"{cls.__name__} is not a registered dataset adapter")
 
     @abstractmethod
     def __len__(self) -> int: ...
@@ -177,74 +187,16 @@ def validation_positions(
     return sorted(chosen)
 
 
-FIXED_VALIDATION = ("cityscapes", "cocostuff", "potsdam")
+_D = TypeVar("_D", bound=type[SegmentationDataset])
 
 
-def build_datasets(config: RunConfig) -> Splits:
-    """The training, validation and evaluation (test) sets named by the config.
-
-    Benchmarks come with their official train/val split (their val is the test set here);
-    a folder dataset is split by a seeded hold-out. The validation set is then carved out
-    of the training images (`data.val_fraction`). Five-crop, when asked for, applies to
-    training images only.
-    """
-    data = config.data
-    full, evaluation = _named_datasets(config)
-    fixed = data.dataset in FIXED_VALIDATION
-    held = validation_positions(full, data.val_fraction, config.seed, fixed)
-    train: SegmentationDataset = full
-    val: SegmentationDataset | None = None
-    if held:
-        kept = sorted(set(range(len(full))) - set(held))
-        train, val = Subset(full, kept, "train"), Subset(full, held, "val")
-    if config.features.five_crop:
-        from fuss_ray.data.transforms import FiveCrops
-
-        train = FiveCrops(train)
-    return Splits(train, val, evaluation)
+def data_root(config: RunConfig) -> Path:
+    """`data.root`, for the adapters that read a folder (the config requires it there)."""
+    root = config.data.root
+    assert root is not None, "data.root"
+    return root.expanduser()
 
 
-def _scenes_seed(config: RunConfig) -> int:
-    return config.seed if config.data.seed is None else config.data.seed
-
-
-def _named_datasets(config: RunConfig) -> tuple[SegmentationDataset, SegmentationDataset]:
-    data = config.data
-    if data.dataset == "synthetic":
-        from fuss_ray.data.synthetic import SyntheticScenes
-
-        return (
-            SyntheticScenes(data, _scenes_seed(config), split="train"),
-            SyntheticScenes(data, _scenes_seed(config), split="eval"),
-        )
-    if data.dataset == "packaged-real":
-        from fuss_ray.data.packaged import PackagedRealDataset
-
-        return (
-            PackagedRealDataset(data.sources, data.tile_size, data.tile_stride, "train"),
-            PackagedRealDataset(data.sources, data.tile_size, data.tile_stride, "eval"),
-        )
-    assert data.root is not None
-    root = data.root.expanduser()
-    if data.dataset == "cityscapes":
-        from fuss_ray.data.cityscapes import CityscapesDataset
-
-        return (
-            CityscapesDataset(root, "train", data.strict),
-            CityscapesDataset(root, "val", data.strict),
-        )
-    if data.dataset == "cocostuff":
-        from fuss_ray.data.cocostuff import SPLITS, CocoStuffDataset
-
-        return (
-            CocoStuffDataset(root, SPLITS["train"], data.curated_list, data.strict),
-            CocoStuffDataset(root, SPLITS["eval"], data.curated_list, data.strict),
-        )
-    if data.dataset == "potsdam":
-        from fuss_ray.data.potsdam import PotsdamDataset
-
-        return PotsdamDataset(root, "train"), PotsdamDataset(root, "eval")
-    from fuss_ray.data.folder import FolderDataset
-
-    full = FolderDataset(root, data.num_classes, strict=data.strict)
-    return full.split(data.eval_fraction, config.seed)
+def register_dataset(cls: _D) -> _D:
+    """Class decorator: make a dataset adapter available by its `dataset` name."""
+    return DATASETS.register(cls)  # type: ignore[no-any-return]

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from fuss_ray.data.base import lookup_table
+from fuss_ray.config import RunConfig
+from fuss_ray.data.base import data_root, lookup_table, register_dataset
 from fuss_ray.data.folder import FolderDataset
 from fuss_ray.errors import UserError
 
@@ -49,8 +50,18 @@ IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_SUFFIX = "_gtFine_labelIds.png"
 
 
+@register_dataset
 class CityscapesDataset(FolderDataset):
     """One official split (train or val); each image's group is its city."""
+
+    dataset = "cityscapes"
+    fixed_validation = True
+
+    @classmethod
+    def open_splits(cls, config: RunConfig) -> tuple[CityscapesDataset, CityscapesDataset]:
+        """The official train split, and val as the test set."""
+        root = data_root(config)
+        return cls(root, "train", config.data.strict), cls(root, "val", config.data.strict)
 
     kind = "cityscapes-v1"
 

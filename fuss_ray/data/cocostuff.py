@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from fuss_ray.data.base import lookup_table
+from fuss_ray.config import RunConfig
+from fuss_ray.data.base import data_root, lookup_table, register_dataset
 from fuss_ray.data.folder import FolderDataset
 from fuss_ray.errors import UserError
 
@@ -177,8 +178,21 @@ LUT = lookup_table(fine_to_coarse())
 SPLITS = {"train": "train2017", "eval": "val2017"}
 
 
+@register_dataset
 class CocoStuffDataset(FolderDataset):
     """One split (train2017 or val2017), restricted to a curated list unless told otherwise."""
+
+    dataset = "cocostuff"
+    fixed_validation = True
+
+    @classmethod
+    def open_splits(cls, config: RunConfig) -> tuple[CocoStuffDataset, CocoStuffDataset]:
+        """The curated train list, and the curated val list as the test set."""
+        root, d = data_root(config), config.data
+        return (
+            cls(root, SPLITS["train"], d.curated_list, d.strict),
+            cls(root, SPLITS["eval"], d.curated_list, d.strict),
+        )
 
     kind = "cocostuff-v1"
 

@@ -10,7 +10,14 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, UnidentifiedImageError
 
-from fuss_ray.data.base import IGNORE_INDEX, SegmentationDataset, digest
+from fuss_ray.config import RunConfig
+from fuss_ray.data.base import (
+    IGNORE_INDEX,
+    SegmentationDataset,
+    data_root,
+    digest,
+    register_dataset,
+)
 from fuss_ray.errors import UserError
 from fuss_ray.seeds import Stream, seed_stream
 
@@ -52,6 +59,7 @@ def inspect_image(path: Path) -> tuple[tuple[int, int] | None, str | None]:
         return None, f"corrupt or truncated ({detail})"
 
 
+@register_dataset
 class FolderDataset(SegmentationDataset):
     """`root/images/[GROUP/]NAME.ext` with `root/masks/[GROUP/]NAME.png` label maps.
 
@@ -61,6 +69,15 @@ class FolderDataset(SegmentationDataset):
     trained or written. A corrupt or truncated file is skipped with a counted warning (the
     pair leaves the dataset), or is an error naming it when `strict`.
     """
+
+    dataset = "folder"
+
+    @classmethod
+    def open_splits(cls, config: RunConfig) -> tuple[SegmentationDataset, SegmentationDataset]:
+        """One folder, split by a seeded hold-out of `data.eval_fraction`."""
+        d = config.data
+        full = FolderDataset(data_root(config), d.num_classes, strict=d.strict)
+        return full.split(d.eval_fraction, config.seed)
 
     kind = "folder-v1"  # names the layout in the fingerprint (and so in the cache key)
 

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from fuss_ray.config import PACKAGED_CLASSES
-from fuss_ray.data.base import IGNORE_INDEX, SegmentationDataset, digest
+from fuss_ray.config import PACKAGED_CLASSES, RunConfig
+from fuss_ray.data.base import IGNORE_INDEX, SegmentationDataset, digest, register_dataset
 from fuss_ray.errors import UserError
 
 SOURCES = ("voc", "arc", "nuclei")
@@ -84,8 +84,19 @@ def _tiles(height: int, width: int, size: int, stride: int, split: str) -> list[
     ]
 
 
+@register_dataset
 class PackagedRealDataset(SegmentationDataset):
     """Tiles of the packaged photos; each tile's group is its source."""
+
+    dataset = "packaged-real"
+
+    @classmethod
+    def open_splits(cls, config: RunConfig) -> tuple[PackagedRealDataset, PackagedRealDataset]:
+        d = config.data
+        return (
+            cls(d.sources, d.tile_size, d.tile_stride, "train"),
+            cls(d.sources, d.tile_size, d.tile_stride, "eval"),
+        )
 
     def __init__(self, sources: Sequence[str], tile: int, stride: int, split: str) -> None:
         self.sources = tuple(sources)

@@ -16,7 +16,15 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from fuss_ray.data.base import IGNORE_INDEX, SegmentationDataset, digest, lookup_table
+from fuss_ray.config import RunConfig
+from fuss_ray.data.base import (
+    IGNORE_INDEX,
+    SegmentationDataset,
+    data_root,
+    digest,
+    lookup_table,
+    register_dataset,
+)
 from fuss_ray.errors import UserError
 
 # ISPRS ids: 0 impervious surfaces, 1 building, 2 low vegetation, 3 tree, 4 car, 5 clutter.
@@ -42,8 +50,17 @@ def _load_mat(path: Path, key: str) -> NDArray[Any]:
     return out
 
 
+@register_dataset
 class PotsdamDataset(SegmentationDataset):
     """The tiles of one split; labels are required for evaluation tiles only."""
+
+    dataset = "potsdam"
+    fixed_validation = True
+
+    @classmethod
+    def open_splits(cls, config: RunConfig) -> tuple[PotsdamDataset, PotsdamDataset]:
+        root = data_root(config)
+        return cls(root, "train"), cls(root, "eval")
 
     num_classes = NUM_CLASSES
 

@@ -14,8 +14,8 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from fuss_ray.config import DataConfig
-from fuss_ray.data.base import SegmentationDataset, digest
+from fuss_ray.config import DataConfig, RunConfig
+from fuss_ray.data.base import SegmentationDataset, digest, register_dataset
 from fuss_ray.errors import UserError
 from fuss_ray.seeds import Stream
 
@@ -63,8 +63,17 @@ def _smooth_noise(rng: np.random.Generator, side: int, cells: int) -> NDArray[np
     return np.asarray(img, dtype=np.float32)
 
 
+@register_dataset
 class SyntheticScenes(SegmentationDataset):
     """A deterministic set of texture mosaics; image i depends only on (seed, split, i)."""
+
+    dataset = "synthetic"
+
+    @classmethod
+    def open_splits(cls, config: RunConfig) -> tuple[SyntheticScenes, SyntheticScenes]:
+        """Training and test scenes from the scenes' own seed (default: the run's)."""
+        seed = config.seed if config.data.seed is None else config.data.seed
+        return cls(config.data, seed, split="train"), cls(config.data, seed, split="eval")
 
     def __init__(self, config: DataConfig, seed: int, split: str = "train") -> None:
         if config.num_classes > len(TEXTURES):

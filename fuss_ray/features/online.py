@@ -70,7 +70,7 @@ class OnlineFeatures:
     """The host's view of the training features: extracted on demand, held for a round."""
 
     def __init__(self, config: RunConfig, meta: dict[str, Any], device: torch.device) -> None:
-        from fuss_ray.data.base import build_datasets
+        from fuss_ray.data.splits import build_datasets
         from fuss_ray.features.backbone import create_backbone
 
         dataset = build_datasets(config).train

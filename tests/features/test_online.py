@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fuss_ray.config import validate_config
-from fuss_ray.data.base import build_datasets
+from fuss_ray.data.splits import build_datasets
 from fuss_ray.features.cache import FeatureStore, ensure_features
 from fuss_ray.features.online import OnlineFeatures, online_descriptor
 from fuss_ray.simulation import run_simulation
