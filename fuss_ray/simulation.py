@@ -18,8 +18,9 @@ import numpy as np
 import torch
 
 from fuss_ray.config import RunConfig, first_difference
-from fuss_ray.data.base import SegmentationDataset, Splits, build_datasets, label_histograms
+from fuss_ray.data.base import SegmentationDataset, Splits, label_histograms
 from fuss_ray.data.partition import Partition, make_partition, write_manifest
+from fuss_ray.data.splits import build_datasets
 from fuss_ray.errors import UserError
 from fuss_ray.features.cache import FeatureStore, ensure_features
 from fuss_ray.federation.checkpoint import Checkpoint, CheckpointWriter, latest_checkpoint
@@ -28,7 +29,7 @@ from fuss_ray.federation.executor import Executor, RayExecutor, SequentialExecut
 from fuss_ray.federation.fedbuff import AsyncServer
 from fuss_ray.federation.memory import check_memory, estimate_memory, host_count, memory_limit
 from fuss_ray.federation.server import RoundResult, Server, clients_per_round, state_bytes
-from fuss_ray.federation.strategies import STRATEGIES, Strategy, strategy_for
+from fuss_ray.federation.strategies import Strategy, async_strategies, strategy_for
 from fuss_ray.io import sweep_temporaries, write_json
 from fuss_ray.metrics.evaluate import evaluate_state, evaluate_variants
 from fuss_ray.metrics.segmentation import random_assignment_scores
@@ -61,32 +62,18 @@ class Prepared:
         return self.val_store, self.validation
 
 
-def centralised(config: RunConfig) -> bool:
-    """The one rule for strategies that train on all the data at once (`pools_data`):
-    one client holds every training image, and it gets the federation's compute."""
-    return bool(STRATEGIES[config.federation.strategy["name"]].pools_data)
-
-
-def centralised_config(config: RunConfig) -> RunConfig:
-    """Centralised training's steps per round, by its `budget`.
-
-    `per_model` (the default, the paper's reference): local_steps, so the scored model
-    takes the gradient steps a federated client's model takes. `total`: K x local_steps,
-    the federation's compute, so that the reference does not train on 1/K of the steps
-    the federated runs spend. Which one a gap to centralised training means depends on
-    this choice; `summary.json`'s `budget` records it.
-    """
-    if not centralised(config):
-        return config
-    per_model = config.federation.strategy.get("budget", "per_model") == "per_model"
-    steps = config.train.local_steps * (1 if per_model else config.partition.num_clients)
-    train = config.train.model_copy(update={"local_steps": steps})
-    return config.model_copy(update={"train": train})
+def shaped_config(config: RunConfig) -> RunConfig:
+    """The run as its strategy trains it (`Strategy.shape_run`: centralised training's
+    step budget); what `summary.json` and the round loop see."""
+    return strategy_for(config).shape_run(config)
 
 
 def simulated_clients(config: RunConfig) -> int:
-    """How many clients the run holds (one for centralised training)."""
-    return 1 if centralised(config) else config.partition.num_clients
+    """How many clients the run holds (`Strategy.shape_partition`: one for centralised
+    training), without reading any data."""
+    k = config.partition.num_clients
+    sizes = strategy_for(config).shape_partition(Partition([np.zeros(0, np.int64)] * k), 0)
+    return sizes.num_clients
 
 
 def prepare_partition(config: RunConfig) -> tuple[Partition, np.ndarray, list[str], Splits]:
@@ -99,8 +86,7 @@ def prepare_partition(config: RunConfig) -> tuple[Partition, np.ndarray, list[st
     hist = label_histograms(train, config.features.label_size)
     groups = [train.group(i) for i in range(len(train))]
     partition = make_partition(config.partition, hist, groups, config.seed)
-    if centralised(config):
-        partition = Partition([np.arange(len(train), dtype=np.int64)])
+    partition = strategy_for(config).shape_partition(partition, len(train))
     ids = [train.image_id(i) for i in range(len(train))]
     return partition, hist, ids, splits
 
@@ -149,11 +135,12 @@ def final_variants(config: RunConfig, server: Server, store: FeatureStore | None
     Local-only training has no single model to refine, so it reports the plain scores only.
     """
     ev = config.evaluation
-    if not (ev.flip_tta or ev.crf) or not server.strategy.federated or store is None:
+    models = server.scored_models()
+    if not (ev.flip_tta or ev.crf) or None not in models or store is None:
         return {}
     return evaluate_variants(
         server.model,
-        server.state,
+        models[None],
         store,
         config.data.num_classes,
         flip=ev.flip_tta,
@@ -197,10 +184,11 @@ def check_async(config: RunConfig, strategy: Strategy[Any]) -> None:
     fed, systems = config.federation, config.systems
     if fed.mode != "async":
         return
-    if not strategy.supports_async:
+    if not strategy.runs_asynchronously():
+        have = ", ".join(async_strategies())
         raise UserError(
             f"federation.mode: async: strategy '{strategy.name}' has no asynchronous form "
-            "(fedavg, fedprox, moon, fuss-maximin, fuss-kmeans and ot-match have)"
+            f"({have} have)"
         )
     if fed.head_aggregation != "mean":
         raise UserError(
@@ -266,7 +254,7 @@ def set_up(config: RunConfig, out_dir: Path, resume: bool, show_progress: bool) 
     asked = config.digest()
     strategy = strategy_for(config)  # its settings are checked before any data is read
     check_async(config, strategy)
-    config = centralised_config(config)
+    config = strategy.shape_run(config)
     ckpt_root = out_dir / "checkpoints"
     restored = checkpoint_to_resume(config, out_dir) if resume else None
     prepared = prepare(config, show_progress)
@@ -445,8 +433,7 @@ def training_budget(config: RunConfig, server: Server) -> dict[str, Any]:
         "client_steps_total": int(sum(server.participation.values())) * steps,
         "model_steps": config.train.rounds * steps,
     }
-    if centralised(config):
-        budget["centralized"] = config.federation.strategy.get("budget", "per_model")
+    budget.update(server.strategy.budget_note())
     return budget
 
 
@@ -500,7 +487,7 @@ def finish_run(
         "config": config.to_dict(),
         "config_digest": setup.asked,
     }
-    shown = server.state if server.strategy.federated else server.client_states.get(0, server.state)
+    shown = next(iter(server.scored_models().values()))  # the global model, or client 0's
     store, dataset = prepared.scored()
     inputs = ArtifactInputs(
         client_rows(server, prepared, final or {}),
@@ -624,7 +611,7 @@ def dry_run_plan(config: RunConfig) -> list[str]:
     sizes = partition.sizes()
     strategy = config.federation.strategy["name"]
     per_round = clients_per_round(config.federation, len(sizes))
-    steps = centralised_config(config).train.local_steps
+    steps = shaped_config(config).train.local_steps
     shown = (
         ", ".join(str(s) for s in sizes)
         if len(sizes) <= 24

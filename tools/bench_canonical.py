@@ -93,10 +93,10 @@ def tree_rss() -> int:
 def run_rounds(executor: Any, config: Any, clients: int, rounds: int) -> dict[str, Any]:
     """R rounds of train-reduce-finish; seconds per round and the final state."""
     from fuss_ray.federation.reduction import grid_shifts
-    from fuss_ray.federation.strategies import build_strategy
+    from fuss_ray.federation.server_update import build_update
     from fuss_ray.simulation import initial_state
 
-    strategy = build_strategy(config.federation.strategy, config.seed)
+    strategy = build_update(config.federation.strategy, config.seed)
     state = initial_state(config, SHAPE[0])
     ids = list(range(clients))
     seconds = []
@@ -104,7 +104,7 @@ def run_rounds(executor: Any, config: Any, clients: int, rounds: int) -> dict[st
     for r in range(1, rounds + 1):
         started = time.perf_counter()
         shifts = grid_shifts(strategy.summand_references(state), executor.total_samples)
-        reduced = executor.train_reduced(strategy.broadcast(state), shifts, ids, r)
+        reduced = executor.train_reduced(strategy.strategy.broadcast(state), shifts, ids, r)
         state = strategy.finish(state, reduced, r)
         seconds.append(time.perf_counter() - started)
         peak = max(peak, tree_rss())

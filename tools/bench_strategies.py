@@ -69,11 +69,11 @@ def time_strategy(
 ) -> dict[str, float]:
     """Median seconds of the per-client half (all clients) and of the server's half."""
     from fuss_ray.federation.reduction import grid_shifts, reduce_updates
-    from fuss_ray.federation.strategies import build_strategy
+    from fuss_ray.federation.server_update import build_update
 
     client_s, server_s = [], []
     for _ in range(repeats):
-        strategy = build_strategy({"name": name}, 0)
+        strategy = build_update({"name": name}, 0)
         started = time.perf_counter()
         shifts = grid_shifts(
             strategy.summand_references(global_state), sum(u.num_samples for u in updates)

@@ -41,7 +41,7 @@ def child(strategy: str, clients: int) -> dict[str, Any]:
     from fuss_ray.config import validate_config
     from fuss_ray.federation.client import ClientHost
     from fuss_ray.federation.reduction import grid_shifts
-    from fuss_ray.federation.strategies import build_strategy
+    from fuss_ray.federation.server_update import build_update
     from fuss_ray.federation.types import Broadcast
     from fuss_ray.simulation import initial_state
 
@@ -52,7 +52,7 @@ def child(strategy: str, clients: int) -> dict[str, Any]:
     before = rss_mib()
     host = ClientHost(spec)
     built = rss_mib()
-    strat = build_strategy(config.federation.strategy, config.seed)
+    strat = build_update(config.federation.strategy, config.seed)
     state = initial_state(config, bc.SHAPE[0])
     shifts = grid_shifts(strat.summand_references(state), host.ready() * bc.MAPS_PER_CLIENT)
     host.train_reduced(Broadcast(state), shifts, list(range(clients)), 1)

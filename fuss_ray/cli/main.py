@@ -227,7 +227,7 @@ def _run(args: argparse.Namespace) -> int:
             print(line)
         return 0
     if args.command == "extract":
-        from fuss_ray.data.base import build_datasets
+        from fuss_ray.data.splits import build_datasets
         from fuss_ray.features.cache import ensure_features
         from fuss_ray.simulation import eval_extras
 

@@ -25,6 +25,7 @@ from fuss_ray.features.knn import image_descriptors, mine_knn
 from fuss_ray.federation.checkpoint import ArrayTree, latest_checkpoint, save_tree
 from fuss_ray.federation.objective import LocalRun
 from fuss_ray.federation.reduction import Reduced, reduce_updates
+from fuss_ray.federation.server_update import server_update_for
 from fuss_ray.federation.steps import (
     ShardFeatures,
     StepSettings,
@@ -141,6 +142,7 @@ class ClientHost:
         # The host's own copy of the strategy: its client objective (loss terms, what each
         # client keeps) and the per-client half of aggregation (summands, OT plans).
         self.strategy = strategy_for(self.config)
+        self.update_rule = server_update_for(self.strategy, self.config.federation)
         self.objective = self.strategy.client_objective()
         self.kept: dict[int, Arrays] = {}  # what the objective keeps per client
         self.restored_round = 0
@@ -278,7 +280,7 @@ class ClientHost:
             for cid in sorted(client_ids):
                 update = self._train_one(cid, broadcast, server_round)
                 out = out.merge(
-                    reduce_updates(self.strategy, broadcast.state, shifts, [update], max_norm)
+                    reduce_updates(self.update_rule, broadcast.state, shifts, [update], max_norm)
                 )
         return out
 

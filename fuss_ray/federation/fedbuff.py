@@ -15,10 +15,10 @@ is full, then run every pending client in as few executor calls as possible (one
 version), and the result is the same bits on the sequential and the Ray executor.
 
 What a client contributes is computed against the model it started from (its
-`Strategy.async_contribution`): for FedAvg-like strategies, its change of the head and
+`ServerUpdate.async_contribution`): for FedAvg-like strategies, its change of the head and
 the centroids; for OT matching, its centroids aligned to the centroids it started from,
 minus those; for FedCC, its centroids, pooled after the current global ones (see
-`Strategy.apply_buffer`).
+`ServerUpdate.apply_buffer`).
 """
 
 from __future__ import annotations
@@ -209,7 +209,7 @@ class AsyncServer(Server):
                 d.num_samples, d.loss = u.num_samples, u.loss
                 d.rejected = rejected.get(u.client_id)
             for u in accepted:
-                by_id[u.client_id].contribution = self.strategy.async_contribution(start, u)
+                by_id[u.client_id].contribution = self.update.async_contribution(start, u)
             for d in batch:
                 if d.contribution is None and d.rejected is None:  # lost with its actor
                     d.rejected = "lost"
@@ -254,7 +254,7 @@ class AsyncServer(Server):
                 staleness_weight(self.cfg, self.version - d.version) * d.num_samples for d in used
             ]
             parts = [d.contribution for d in used if d.contribution is not None]
-            self.state = self.strategy.apply_buffer(self.state, weights, parts, self.version + 1)
+            self.state = self.update.apply_buffer(self.state, weights, parts, self.version + 1)
         self.version += 1
         self.buffer = []
         return used

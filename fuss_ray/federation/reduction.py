@@ -28,8 +28,9 @@ from fuss_ray.federation.types import CENTROIDS, Arrays, ClientUpdate, ModelStat
 
 
 class Summation(Protocol):
-    """What reduction asks of a strategy: which arrays each client adds to the sums, which
-    it sends one by one, and the scale of every summed array (see `Strategy`)."""
+    """What reduction asks of a round's update rule: which arrays each client adds to the
+    sums, which it sends one by one, and the scale of every summed array (see
+    `server_update.ServerUpdate`)."""
 
     def summand_references(self, global_state: ModelState) -> Arrays: ...
 
@@ -158,7 +159,7 @@ def screen_updates(
 
 
 def reduce_updates(
-    strategy: Summation,
+    rule: Summation,
     global_state: ModelState,
     shifts: dict[str, int],
     updates: list[ClientUpdate],
@@ -180,9 +181,9 @@ def reduce_updates(
         ):
             record.aligned, record.gap_index, record.gap_matched = alignment(mine, reference)
         out.records.append(record)
-    references = strategy.summand_references(global_state)
+    references = rule.summand_references(global_state)
     for u in accepted:
-        summed = strategy.summed_arrays(u, global_state)
+        summed = rule.summed_arrays(u, global_state)
         if any(
             np.max(np.abs(v), initial=0.0) > value_bound(references[k]) for k, v in summed.items()
         ):
@@ -190,8 +191,17 @@ def reduce_updates(
             continue
         for key, value in summed.items():
             out.add(key, value, u.num_samples)
-        own = strategy.per_client_arrays(u)
+        own = rule.per_client_arrays(u)
         if own:
             out.per_client[u.client_id] = own
         out.weight += u.num_samples
+    return out
+
+
+def weighted_mean(weights: list[float], parts: list[Arrays], key: str) -> NDArray[np.float64]:
+    """sum_i w_i parts_i[key] / sum_i w_i, in float64 and in the given (arrival) order."""
+    total = np.zeros_like(parts[0][key], dtype=np.float64)
+    for w, part in zip(weights, parts, strict=True):
+        total += w * part[key]
+    out: NDArray[np.float64] = total / float(sum(weights))
     return out

@@ -13,7 +13,8 @@ from fuss_ray.config import FederationConfig, RunConfig
 from fuss_ray.features.cache import FeatureStore
 from fuss_ray.federation.checkpoint import ArrayTree
 from fuss_ray.federation.executor import Executor, FailureReport
-from fuss_ray.federation.reduction import ClientRecord, Reduced, grid_shifts
+from fuss_ray.federation.reduction import ClientRecord, Reduced
+from fuss_ray.federation.server_update import server_update_for
 from fuss_ray.federation.strategies.base import Strategy
 from fuss_ray.federation.systems import RoundPlan, SystemsModel
 from fuss_ray.federation.types import ModelState
@@ -174,6 +175,7 @@ class Server:
     ) -> None:
         self.config = config
         self.strategy = strategy
+        self.update = server_update_for(strategy, config.federation)
         self.executor = executor
         self.client_ids = sorted(client_ids)
         strategy.attach(len(self.client_ids), executor.total_samples)
@@ -196,7 +198,7 @@ class Server:
 
     def export(self) -> tuple[ArrayTree, dict[str, Any]]:
         """Arrays and JSON-able bookkeeping for a checkpoint (see federation.checkpoint)."""
-        arrays: ArrayTree = {"global": self.state, "strategy": self.strategy.state_dict()}
+        arrays: ArrayTree = {"global": self.state, "strategy": self.update.state_dict()}
         arrays.update({f"client:{c}": s for c, s in self.client_states.items()})
         meta = {
             "participation": {str(c): n for c, n in self.participation.items()},
@@ -208,7 +210,7 @@ class Server:
     def restore(self, arrays: ArrayTree, meta: dict[str, Any]) -> None:
         """Undo `export`: the server continues exactly where the checkpoint left it."""
         self.state = arrays["global"]
-        self.strategy.load_state_dict(arrays.get("strategy", {}))
+        self.update.load_state_dict(arrays.get("strategy", {}))
         self.client_states = {
             int(k.partition(":")[2]): v for k, v in arrays.items() if k.startswith("client:")
         }
@@ -237,12 +239,13 @@ class Server:
         if store is None:
             return None
         num_classes = self.config.data.num_classes
-        if self.strategy.federated:
-            s = evaluate_state(self.model, self.state, store, num_classes)
+        models = self.scored_models()
+        if None in models:
+            s = evaluate_state(self.model, models[None], store, num_classes)
             return Scores(s["miou"], s["pixel_acc"])
         per_client = []
-        for cid in self.client_ids:
-            state = self.client_states.get(cid, self.state)
+        for cid, state in models.items():
+            assert cid is not None
             s = evaluate_state(self.model, state, store, num_classes)
             per_client.append({"client_id": cid, "miou": s["miou"], "pixel_acc": s["pixel_acc"]})
         return Scores(
@@ -250,6 +253,10 @@ class Server:
             float(np.mean([c["pixel_acc"] for c in per_client])),
             per_client,
         )
+
+    def scored_models(self) -> dict[int | None, ModelState]:
+        """What the run is scored on: the global model (key None) or each client's own."""
+        return self.strategy.scored_models(self.state, self.client_states, self.client_ids)
 
     def _scored(self, result: RoundResult) -> RoundResult:
         """The round's result with its test and validation scores filled in."""
@@ -281,9 +288,7 @@ class Server:
             )
             sent = sum(t.download_bytes for t in plan.timelines)
             clients = plan.kept  # only updates that arrive in time are ever trained
-        shifts = grid_shifts(
-            self.strategy.summand_references(self.state), self.executor.total_samples
-        )
+        shifts = self.update.grid(self.state, self.executor.total_samples)
         reduced = (
             self.executor.train_reduced(
                 self.strategy.broadcast(self.state), shifts, clients, server_round
@@ -296,12 +301,9 @@ class Server:
             self.last_loss[rec.client_id] = rec.loss
         accepted = reduced.accepted()
         rejected = reduced.rejected()
-        if self.strategy.federated:
-            if accepted:  # with every update rejected the global state stays as it was
-                self.state = self.strategy.finish(self.state, reduced, server_round)
-        else:
-            for rec in accepted:
-                self.client_states[rec.client_id] = reduced.per_client[rec.client_id]
+        if accepted:  # with every update rejected the global state stays as it was
+            self.state = self.update.finish(self.state, reduced, server_round)
+            self.client_states.update(self.strategy.client_models(reduced))
         result = RoundResult(
             round=server_round,
             miou=None,

@@ -15,7 +15,8 @@ from fuss_ray.federation.executor import (
     gather_round,
     pack_clients,
 )
-from fuss_ray.federation.strategies import ClientUpdate, build_strategy
+from fuss_ray.federation.server_update import build_update
+from fuss_ray.federation.strategies import ClientUpdate
 from fuss_ray.federation.types import Broadcast
 from fuss_ray.simulation import host_spec, initial_state, prepare
 
@@ -42,7 +43,7 @@ def test_ray_matches_sequential_bit_for_bit(cache_dir: Path, ray_session: None) 
     )
     par = RayExecutor(spec, fed)
     try:
-        strategy = build_strategy({"name": "moon"}, 0)
+        strategy = build_update({"name": "moon"}, 0)
         s_seq, s_par = dict(state), dict(state)
         for r in (1, 2):
             u_seq = seq.train(Broadcast(s_seq), [0, 1, 2, 3], r)

@@ -14,7 +14,7 @@ import yaml
 from fuss_ray.cli.main import main
 from fuss_ray.config import FedBuffConfig, validate_config
 from fuss_ray.federation.fedbuff import staleness_weight
-from fuss_ray.federation.strategies import build_strategy
+from fuss_ray.federation.server_update import build_update
 from fuss_ray.simulation import run_simulation
 
 from ..conftest import tiny_config_dict
@@ -30,7 +30,7 @@ def test_staleness_weights_by_hand() -> None:
 
 
 def test_a_buffer_moves_the_model_by_the_weighted_mean_change() -> None:
-    strategy = build_strategy({"name": "fedavg"}, 0)
+    strategy = build_update({"name": "fedavg"}, 0)
     state = {"head.w": np.zeros(2, np.float32), "centroids": np.ones((2, 2), np.float32)}
     parts = [
         {"head.w": np.full(2, 1.0), "centroids": np.full((2, 2), 2.0)},
@@ -39,7 +39,7 @@ def test_a_buffer_moves_the_model_by_the_weighted_mean_change() -> None:
     new = strategy.apply_buffer(state, [3.0, 1.0], parts, 1)
     assert new["head.w"].tolist() == [1.75, 1.75]  # (3 x 1 + 1 x 4) / 4
     assert new["centroids"].tolist() == [[2.25, 2.25]] * 2  # 1 + (3 x 2 - 1) / 4
-    pooled = build_strategy({"name": "fuss-maximin"}, 0)
+    pooled = build_update({"name": "fuss-maximin"}, 0)
     chosen = pooled.apply_buffer(
         state, [1.0], [{"head.w": np.zeros(2), "centroids": np.array([[9.0, 9.0], [1, 1]])}], 1
     )

@@ -9,6 +9,7 @@ from fuss_ray.federation.client import build_model
 from fuss_ray.federation.executor import Executor, SequentialExecutor
 from fuss_ray.federation.reduction import Reduced, reduce_updates
 from fuss_ray.federation.server import Server
+from fuss_ray.federation.server_update import build_update
 from fuss_ray.federation.strategies import ClientUpdate, build_strategy
 from fuss_ray.federation.types import Broadcast
 from fuss_ray.simulation import host_spec, initial_state, prepare
@@ -40,7 +41,7 @@ class PoisonedExecutor(Executor):
         server_round: int,
     ) -> Reduced:
         updates = self.train(broadcast, client_ids, server_round)
-        return reduce_updates(self.inner.host.strategy, broadcast.state, shifts, updates, None)
+        return reduce_updates(self.inner.host.update_rule, broadcast.state, shifts, updates, None)
 
     def save_clients(self, directory: Path) -> dict[int, str]:
         return self.inner.save_clients(directory)
@@ -68,6 +69,6 @@ def test_nan_client_does_not_change_the_global_model(cache_dir: Path) -> None:
     assert all(np.isfinite(v).all() for v in server.state.values())
     # Exactly what the three healthy clients alone would have produced.
     honest = SequentialExecutor(spec).train(Broadcast(start), [0, 2, 3], 1)
-    expected = build_strategy(cfg.federation.strategy, cfg.seed).aggregate(start, honest, 1)
+    expected = build_update(cfg.federation.strategy, cfg.seed).aggregate(start, honest, 1)
     for k in expected:
         assert np.array_equal(server.state[k], expected[k]), k

@@ -1,9 +1,10 @@
 """The one interface every federation strategy implements, and the registry behind names.
 
 A strategy decides two things: what a client adds to its local objective (FedProx's
-proximal term, MOON's contrastive term) and how the server merges client updates into the
-next global state. Head weights are merged by sample-weighted averaging in every strategy;
-centroids are where strategies differ, because they are permutation-ambiguous.
+proximal term, MOON's contrastive term) and how the server merges clients' centroids into
+the next global ones; centroids are where strategies differ, because they are
+permutation-ambiguous. The head's merge rule and the server optimiser are the
+federation's (`fuss_ray.federation.server_update`).
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict
 
 from fuss_ray.federation.objective import ClientObjective
-from fuss_ray.federation.reduction import Reduced, grid_shifts, reduce_updates
+from fuss_ray.federation.reduction import Reduced
 from fuss_ray.federation.types import CENTROIDS, Arrays, Broadcast, ClientUpdate, ModelState
 from fuss_ray.plugins import STRATEGIES
 
 if TYPE_CHECKING:
     from fuss_ray.config import RunConfig
+    from fuss_ray.data.partition import Partition
 
 __all__ = [
     "CENTROIDS",
@@ -31,6 +33,7 @@ __all__ = [
     "ModelState",
     "Strategy",
     "StrategyParams",
+    "async_strategies",
     "build_strategy",
     "register_strategy",
     "strategy_for",
@@ -48,44 +51,35 @@ P = TypeVar("P", bound=StrategyParams)
 
 
 class Strategy(ABC, Generic[P]):
-    """Base strategy: FedAvg of the head; subclasses choose the centroid merge.
+    """A federation strategy: what a client adds to its objective, and how the centroids
+    of a round's clients become the next global centroids.
 
-    A strategy owns both halves of federated training:
-    - the client's: `client_objective()` returns the hooks that add loss terms, a starting
-      point and per-client state to local training (see `fuss_ray.federation.objective`),
-      and `broadcast()` what the server sends with the global state;
-    - the server's: aggregation is split so that hosts do most of it. On each host,
-      `summed_arrays` and `per_client_arrays` say what each accepted client contributes
-      (arrays to be weighted-summed, arrays kept client by client) and
-      `reduction.reduce_updates` folds them into one `Reduced`; on the server, `finish`
-      turns the merged `Reduced` into the next global state.
+    The head is merged by the federation's rule, the same for every strategy (see
+    `fuss_ray.federation.server_update`); centroids are where strategies differ, because
+    they are permutation-ambiguous. A strategy author overrides:
+    - `client_objective()`: the hooks that add loss terms, a starting point and
+      per-client state to local training (FedProx, MOON, SCAFFOLD; `objective.py`);
+    - `broadcast()`: what the server sends with the global state (SCAFFOLD's control);
+    - the centroid rule, in three parts so that hosts do most of it: per client, what is
+      weighted-summed (`summands`, each key with an array of its scale in `scales`) and
+      what the server needs client by client (`per_client`, FedCC's centroid pool); on the
+      server, `reduce_centroids` from the merged contributions;
+    - asynchronously (FedBuff), `async_centroids` and `buffer_centroids`;
+    - `state_dict` / `load_state_dict` for what it carries between rounds.
+    Strategies that change the run itself (centralised training pools the data,
+    local-only scores each client's own model) say so with the hooks at the end.
     A new strategy is one module in this package (or in a plugin, see `fuss_ray.plugins`):
     its `Params`, its `reduce_centroids`, and whichever hooks it needs.
     """
 
     name: ClassVar[str]
     Params: ClassVar[type[StrategyParams]]
-    federated: ClassVar[bool] = True  # False: clients keep their own state (local-only)
-    pools_data: ClassVar[bool] = False  # True: all training data on one client (centralised)
 
-    def __init__(
-        self,
-        params: P,
-        seed: int = 0,
-        server_lr: float = 1.0,
-        server_momentum: float = 0.0,
-        head_aggregation: str = "mean",
-        trim_fraction: float = 0.1,
-    ) -> None:
+    def __init__(self, params: P, seed: int = 0) -> None:
         self.params = params
         self.seed = seed
-        self.server_lr = server_lr
-        self.server_momentum = server_momentum
-        self.head_aggregation = head_aggregation
-        self.trim_fraction = trim_fraction
         self.num_clients = 0  # the federation's size and data, once the server attaches
         self.total_samples = 0
-        self._velocity: dict[str, NDArray[np.float64]] = {}
 
     def attach(self, num_clients: int, total_samples: int) -> None:
         """Told by the server once: how many clients and training images exist in all."""
@@ -101,35 +95,25 @@ class Strategy(ABC, Generic[P]):
         return Broadcast(state)
 
     def state_dict(self) -> dict[str, NDArray[Any]]:
-        """What the strategy carries between rounds (FedAvgM velocity), for checkpoints.
-
-        A strategy with more memory overrides both this and `load_state_dict`.
-        """
-        return {f"velocity:{k}": v for k, v in self._velocity.items()}
+        """What the strategy carries between rounds, for checkpoints (none by default)."""
+        return {}
 
     def load_state_dict(self, state: dict[str, NDArray[Any]]) -> None:
-        self._velocity = {
-            k.removeprefix("velocity:"): v.astype(np.float64)
-            for k, v in state.items()
-            if k.startswith("velocity:")
-        }
+        """Undo `state_dict` (a strategy without memory has nothing to restore)."""
 
-    def reducible_head(self) -> bool:
-        """A mean can be summed on hosts; a median or trimmed mean needs every head."""
-        return self.head_aggregation == "mean"
+    # The centroid rule ---------------------------------------------------------------
 
-    def centroid_references(self, global_centroids: NDArray[np.float32]) -> dict[str, Any]:
-        """Summand keys for the centroids, each with an array of its scale (grid bounds)."""
+    def scales(self, global_state: ModelState) -> dict[str, Any]:
+        """Each key of `summands` with an array of its scale (from which the fixed-point
+        grid's bounds are set; see `reduction.grid_shifts`)."""
         return {}
 
-    def centroid_summands(
-        self, global_centroids: NDArray[np.float32], update: ClientUpdate
-    ) -> dict[str, NDArray[Any]]:
-        """Per client: centroid arrays to be weighted-summed (keys of centroid_references)."""
+    def summands(self, global_state: ModelState, update: ClientUpdate) -> dict[str, NDArray[Any]]:
+        """Per client: arrays to be sample-weighted-summed over the round's clients."""
         return {}
 
-    def centroid_per_client(self, update: ClientUpdate) -> Arrays:
-        """Per client: small centroid arrays the server needs one by one (FedCC's pool)."""
+    def per_client(self, update: ClientUpdate) -> Arrays:
+        """Per client: small arrays the server needs one by one (FedCC's pool)."""
         return {}
 
     @abstractmethod
@@ -138,106 +122,16 @@ class Strategy(ABC, Generic[P]):
     ) -> NDArray[np.float32]:
         """The next global centroids from the round's merged contributions."""
 
-    def summand_references(self, global_state: ModelState) -> dict[str, NDArray[Any]]:
-        """Every summed key with an array of its scale, from which the grid is fixed."""
-        refs: dict[str, NDArray[Any]] = {}
-        if self.reducible_head():
-            refs.update({k: v for k, v in global_state.items() if k != CENTROIDS})
-        refs.update(self.centroid_references(global_state[CENTROIDS]))
-        return refs
+    def after_merge(self, global_state: ModelState, reduced: Reduced) -> None:
+        """Update the strategy's own server memory from the merged round (SCAFFOLD's
+        control variate); nothing by default."""
 
-    def summed_arrays(
-        self, update: ClientUpdate, global_state: ModelState
-    ) -> dict[str, NDArray[Any]]:
-        out: dict[str, NDArray[Any]] = {}
-        if self.reducible_head():
-            out.update({k: v for k, v in update.state.items() if k != CENTROIDS})
-        out.update(self.centroid_summands(global_state[CENTROIDS], update))
-        return out
-
-    def per_client_arrays(self, update: ClientUpdate) -> Arrays:
-        out: Arrays = {}
-        if not self.reducible_head():
-            out.update({k: v for k, v in update.state.items() if k != CENTROIDS})
-        out.update(self.centroid_per_client(update))
-        return out
-
-    def _combine_head(self, arrays: list[NDArray[np.float32]]) -> NDArray[np.float32]:
-        """A robust coordinate-wise rule that outliers cannot drag (median, trimmed mean)."""
-        stacked = np.stack([a.astype(np.float64) for a in arrays])
-        if self.head_aggregation == "median":
-            out: NDArray[np.float32] = np.median(stacked, axis=0).astype(np.float32)
-            return out
-        cut = int(self.trim_fraction * len(arrays))
-        ordered = np.sort(stacked, axis=0)
-        kept = ordered[cut : len(arrays) - cut]
-        trimmed: NDArray[np.float32] = kept.mean(axis=0).astype(np.float32)
-        return trimmed
-
-    def aggregate(
-        self, global_state: ModelState, updates: list[ClientUpdate], server_round: int
-    ) -> ModelState:
-        """The next global state from whole updates: reduce them in one place, then finish.
-
-        The same path hosts and server take together, in one call (tests, references).
-        """
-        shifts = grid_shifts(
-            self.summand_references(global_state), sum(u.num_samples for u in updates)
-        )
-        reduced = reduce_updates(self, global_state, shifts, updates, None)
-        return self.finish(global_state, reduced, server_round)
-
-    def finish(self, global_state: ModelState, reduced: Reduced, server_round: int) -> ModelState:
-        """The next global state from a round's merged contributions.
-
-        The head moves toward the weighted client average by a server step with optional
-        momentum (FedAvgM); lr 1 and momentum 0 is plain FedAvg.
-        """
-        kept = {r.client_id for r in reduced.accepted()}
-        ids = sorted(c for c in reduced.per_client if c in kept)
-        new: ModelState = {}
-        for key, old in global_state.items():
-            if key == CENTROIDS:
-                continue
-            if self.reducible_head():
-                avg = reduced.mean(key)
-            else:
-                avg = self._combine_head([reduced.per_client[c][key] for c in ids])
-            if self.server_lr == 1.0 and self.server_momentum == 0.0:
-                new[key] = avg
-                continue
-            new[key] = self._server_step(key, old, avg.astype(np.float64) - old)
-        new[CENTROIDS] = self.reduce_centroids(
-            global_state[CENTROIDS], reduced, server_round
-        ).astype(np.float32)
-        return new
-
-    def _server_step(
-        self, key: str, old: NDArray[np.float32], delta: NDArray[np.float64]
-    ) -> NDArray[np.float32]:
-        """old + server_lr x velocity, velocity = momentum x velocity + delta (FedAvgM)."""
-        velocity = self.server_momentum * self._velocity.get(key, 0.0) + delta
-        self._velocity[key] = velocity
-        return (old.astype(np.float64) + self.server_lr * velocity).astype(np.float32)
-
-    # Asynchronous federation (FedBuff, `federation.mode: async`). A strategy that sets
-    # `supports_async` defines what a client contributes against the model it started
-    # from, and how a full buffer of contributions moves the centroids.
-    supports_async: ClassVar[bool] = False
-
-    def async_contribution(self, start: ModelState, update: ClientUpdate) -> Arrays:
-        """A client's update as the buffer holds it: its change of the head since the model
-        it started from, and its centroid contribution (`async_centroids`)."""
-        out: Arrays = {
-            k: update.state[k].astype(np.float64) - v.astype(np.float64)
-            for k, v in start.items()
-            if k != CENTROIDS
-        }
-        out.update(self.async_centroids(start[CENTROIDS], update))
-        return out
+    # Asynchronous federation (FedBuff, `federation.mode: async`): what a client
+    # contributes against the centroids it started from, and how a full buffer of
+    # contributions moves the centroids. A strategy without them runs synchronously only.
 
     def async_centroids(self, start: NDArray[np.float32], update: ClientUpdate) -> Arrays:
-        """The centroid part of a client's contribution (see `async_contribution`)."""
+        """The centroid part of a client's buffered contribution."""
         raise NotImplementedError(f"{self.name} does not run asynchronously")
 
     def buffer_centroids(
@@ -246,29 +140,42 @@ class Strategy(ABC, Generic[P]):
         """The next centroids from a full buffer (weights and contributions, in order)."""
         raise NotImplementedError(f"{self.name} does not run asynchronously")
 
-    def apply_buffer(
-        self, state: ModelState, weights: list[float], parts: list[Arrays], version: int
-    ) -> ModelState:
-        """The next global state from a full buffer: the head moves by the weighted mean of
-        the clients' changes (weights: staleness x samples; with the server step and
-        momentum of synchronous rounds), the centroids by `buffer_centroids`."""
-        new: ModelState = {}
-        for key, old in state.items():
-            if key != CENTROIDS:
-                new[key] = self._server_step(key, old, weighted_mean(weights, parts, key))
-        new[CENTROIDS] = self.buffer_centroids(state[CENTROIDS], weights, parts, version).astype(
-            np.float32
-        )
-        return new
+    # Strategies that change the run itself -------------------------------------------
 
+    def head_rule(self, configured: str) -> str:
+        """How the head is merged: the federation's rule, or `own` where every client
+        keeps its own head and nothing global moves (local-only training)."""
+        return configured
 
-def weighted_mean(weights: list[float], parts: list[Arrays], key: str) -> NDArray[np.float64]:
-    """sum_i w_i parts_i[key] / sum_i w_i, in float64 and in the given (arrival) order."""
-    total = np.zeros_like(parts[0][key], dtype=np.float64)
-    for w, part in zip(weights, parts, strict=True):
-        total += w * part[key]
-    out: NDArray[np.float64] = total / float(sum(weights))
-    return out
+    def shape_run(self, config: RunConfig) -> RunConfig:
+        """The run as this strategy trains it (centralised training: its step budget)."""
+        return config
+
+    def shape_partition(self, partition: Partition, num_images: int) -> Partition:
+        """The clients the run holds, of `num_images` training images (centralised
+        training: one client holding every image)."""
+        return partition
+
+    def scored_models(
+        self, global_state: ModelState, client_states: dict[int, ModelState], client_ids: list[int]
+    ) -> dict[int | None, ModelState]:
+        """The models the run is scored on: the global one (key None), or every client's
+        own (local-only; the mean over clients is the run's score)."""
+        return {None: global_state}
+
+    def client_models(self, reduced: Reduced) -> dict[int, ModelState]:
+        """The accepted clients' models the server keeps for scoring (local-only)."""
+        return {}
+
+    supports_async: ClassVar[bool] = False  # True where the two async hooks are defined
+
+    def budget_note(self) -> dict[str, Any]:
+        """What `summary.json`'s `budget` records about the strategy's own step budget."""
+        return {}
+
+    def runs_asynchronously(self) -> bool:
+        """Whether the strategy has an asynchronous form (see `async_centroids`)."""
+        return self.supports_async
 
 
 _S = TypeVar("_S", bound=type[Strategy[Any]])
@@ -279,30 +186,19 @@ def register_strategy(cls: _S) -> _S:
     return STRATEGIES.register(cls)  # type: ignore[no-any-return]
 
 
-def build_strategy(
-    raw: dict[str, Any],
-    seed: int,
-    server_lr: float = 1.0,
-    server_momentum: float = 0.0,
-    head_aggregation: str = "mean",
-    trim_fraction: float = 0.1,
-) -> Strategy[Any]:
+def build_strategy(raw: dict[str, Any], seed: int = 0) -> Strategy[Any]:
+    """The strategy a config's `federation.strategy` section names, with its params."""
     cls = STRATEGIES[raw["name"]]
     params = cls.Params.model_validate(raw)
-    strategy: Strategy[Any] = cls(
-        params, seed, server_lr, server_momentum, head_aggregation, trim_fraction
-    )
+    strategy: Strategy[Any] = cls(params, seed)
     return strategy
 
 
 def strategy_for(config: RunConfig) -> Strategy[Any]:
-    """The strategy a run config names, with its federation's server settings."""
-    fed = config.federation
-    return build_strategy(
-        fed.strategy,
-        config.seed,
-        fed.server_lr,
-        fed.server_momentum,
-        fed.head_aggregation,
-        fed.trim_fraction,
-    )
+    """The strategy a run config names."""
+    return build_strategy(config.federation.strategy, config.seed)
+
+
+def async_strategies() -> list[str]:
+    """The registered strategies that run asynchronously, for error messages."""
+    return sorted(n for n, cls in STRATEGIES.items() if cls.supports_async)

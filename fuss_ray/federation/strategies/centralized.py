@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
+from fuss_ray.data.partition import Partition
 from fuss_ray.federation.reduction import Reduced
 from fuss_ray.federation.strategies.base import (
     CENTROIDS,
@@ -15,6 +16,9 @@ from fuss_ray.federation.strategies.base import (
     StrategyParams,
     register_strategy,
 )
+
+if TYPE_CHECKING:
+    from fuss_ray.config import RunConfig
 
 
 class CentralizedParams(StrategyParams):
@@ -31,9 +35,28 @@ class Centralized(Strategy[CentralizedParams]):
 
     name = "centralized"
     Params = CentralizedParams
-    pools_data = True
 
-    def centroid_per_client(self, update: ClientUpdate) -> dict[str, NDArray[Any]]:
+    def shape_run(self, config: RunConfig) -> RunConfig:
+        """Its steps per round, by its `budget`.
+
+        `per_model` (the default, the paper's reference): local_steps, so the scored model
+        takes the gradient steps a federated client's model takes. `total`: K x
+        local_steps, the federation's compute, so that the reference does not train on 1/K
+        of the steps the federated runs spend. Which one a gap to centralised training
+        means depends on this choice; `summary.json`'s `budget` records it.
+        """
+        k = 1 if self.params.budget == "per_model" else config.partition.num_clients
+        train = config.train.model_copy(update={"local_steps": config.train.local_steps * k})
+        return config.model_copy(update={"train": train})
+
+    def budget_note(self) -> dict[str, Any]:
+        return {"centralized": self.params.budget}
+
+    def shape_partition(self, partition: Partition, num_images: int) -> Partition:
+        """One client holding every training image."""
+        return Partition([np.arange(num_images, dtype=np.int64)])
+
+    def per_client(self, update: ClientUpdate) -> dict[str, NDArray[Any]]:
         return {CENTROIDS: update.state[CENTROIDS]}
 
     def reduce_centroids(

@@ -7,16 +7,16 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from fuss_ray.federation.reduction import Reduced
+from fuss_ray.federation.reduction import Reduced, weighted_mean
 from fuss_ray.federation.strategies.base import (
     CENTROIDS,
     Arrays,
     ClientUpdate,
+    ModelState,
     P,
     Strategy,
     StrategyParams,
     register_strategy,
-    weighted_mean,
 )
 
 
@@ -27,12 +27,10 @@ class IndexAveraging(Strategy[P]):
     (FedProx, MOON, SCAFFOLD).
     """
 
-    def centroid_references(self, global_centroids: NDArray[np.float32]) -> dict[str, Any]:
-        return {CENTROIDS: global_centroids}
+    def scales(self, global_state: ModelState) -> dict[str, Any]:
+        return {CENTROIDS: global_state[CENTROIDS]}
 
-    def centroid_summands(
-        self, global_centroids: NDArray[np.float32], update: ClientUpdate
-    ) -> dict[str, NDArray[Any]]:
+    def summands(self, global_state: ModelState, update: ClientUpdate) -> dict[str, NDArray[Any]]:
         return {CENTROIDS: update.state[CENTROIDS]}
 
     def reduce_centroids(

@@ -35,7 +35,7 @@ def centroid_pool(reduced: Reduced) -> NDArray[np.float64]:
 class _FromThePool(Strategy[P]):
     """Strategies that need every client's centroids one by one (they are small)."""
 
-    def centroid_per_client(self, update: ClientUpdate) -> dict[str, NDArray[Any]]:
+    def per_client(self, update: ClientUpdate) -> dict[str, NDArray[Any]]:
         return {CENTROIDS: update.state[CENTROIDS]}
 
     # Asynchronous: a full buffer's centroids are pooled after the current global ones,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -10,7 +10,6 @@ from numpy.typing import NDArray
 from fuss_ray.federation.objective import ClientObjective, LocalRun
 from fuss_ray.federation.reduction import Reduced
 from fuss_ray.federation.strategies.base import (
-    ClientUpdate,
     ModelState,
     Strategy,
     StrategyParams,
@@ -41,26 +40,23 @@ class LocalOnly(Strategy[LocalParams]):
 
     name = "local"
     Params = LocalParams
-    federated = False
 
     def client_objective(self) -> OwnModel:
         return OwnModel()
 
     # Nothing is averaged: each client's whole state goes back to the server, which scores
-    # every client on its own model.
-    def summand_references(self, global_state: ModelState) -> dict[str, NDArray[Any]]:
-        return {}
+    # every client on its own model, and no global model moves.
+    def head_rule(self, configured: str) -> str:
+        return "own"
 
-    def summed_arrays(
-        self, update: ClientUpdate, global_state: ModelState
-    ) -> dict[str, NDArray[Any]]:
-        return {}
+    def client_models(self, reduced: Reduced) -> dict[int, ModelState]:
+        return {r.client_id: reduced.per_client[r.client_id] for r in reduced.accepted()}
 
-    def per_client_arrays(self, update: ClientUpdate) -> Arrays:
-        return dict(update.state)
-
-    def finish(self, global_state: ModelState, reduced: Reduced, server_round: int) -> ModelState:
-        return dict(global_state)  # no global model moves; the server keeps every client's
+    def scored_models(
+        self, global_state: ModelState, client_states: dict[int, ModelState], client_ids: list[int]
+    ) -> dict[int | None, ModelState]:
+        """Every client's own model (the initial global one for a client never trained)."""
+        return {c: client_states.get(c, global_state) for c in client_ids}
 
     def reduce_centroids(
         self, global_centroids: NDArray[np.float32], reduced: Reduced, server_round: int

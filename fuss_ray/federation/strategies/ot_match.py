@@ -13,15 +13,15 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import Field
 
-from fuss_ray.federation.reduction import Reduced
+from fuss_ray.federation.reduction import Reduced, weighted_mean
 from fuss_ray.federation.strategies.base import (
     CENTROIDS,
     Arrays,
     ClientUpdate,
+    ModelState,
     Strategy,
     StrategyParams,
     register_strategy,
-    weighted_mean,
 )
 
 
@@ -63,12 +63,15 @@ class OTMatch(Strategy[OTMatchParams]):
 
     # The plan is solved on the client's host, against the round's global centroids, so
     # only the aligned centroids (one weighted sum per host) travel to the server.
-    def centroid_references(self, global_centroids: NDArray[np.float32]) -> dict[str, Any]:
-        return {ALIGNED: global_centroids}
+    def scales(self, global_state: ModelState) -> dict[str, Any]:
+        return {ALIGNED: global_state[CENTROIDS]}
 
-    def centroid_summands(
+    def summands(self, global_state: ModelState, update: ClientUpdate) -> dict[str, NDArray[Any]]:
+        return {ALIGNED: self._aligned(global_state[CENTROIDS], update)}
+
+    def _aligned(
         self, global_centroids: NDArray[np.float32], update: ClientUpdate
-    ) -> dict[str, NDArray[Any]]:
+    ) -> NDArray[np.float64]:
         target = global_centroids.astype(np.float64)
         mine = update.state[CENTROIDS].astype(np.float64)
         if self.params.masses == "occupancy":
@@ -80,7 +83,7 @@ class OTMatch(Strategy[OTMatchParams]):
         )
         column = plan.sum(axis=0, keepdims=True)
         aligned: NDArray[np.float64] = (plan / np.maximum(column, 1e-300)).T @ mine
-        return {ALIGNED: aligned}
+        return aligned
 
     def reduce_centroids(
         self, global_centroids: NDArray[np.float32], reduced: Reduced, server_round: int
@@ -92,7 +95,7 @@ class OTMatch(Strategy[OTMatchParams]):
     def async_centroids(self, start: NDArray[np.float32], update: ClientUpdate) -> Arrays:
         """Its centroids aligned to the centroids it started from, minus those: a change in
         the global centroids' own index frame, whatever order the client's are in."""
-        aligned = self.centroid_summands(start, update)[ALIGNED]
+        aligned = self._aligned(start, update)
         return {CENTROIDS: aligned - start.astype(np.float64)}
 
     def buffer_centroids(

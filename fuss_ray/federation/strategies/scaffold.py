@@ -104,18 +104,18 @@ class Scaffold(IndexAveraging[ScaffoldParams]):
         c = self._c(state)
         return Broadcast(state, {f"{CONTROL}{k}": v.astype(np.float32) for k, v in c.items()})
 
-    def summand_references(self, global_state: ModelState) -> dict[str, NDArray[Any]]:
-        refs = super().summand_references(global_state)
+    def scales(self, global_state: ModelState) -> dict[str, Any]:
+        refs = super().scales(global_state)
         refs.update({f"{CHANGE}{k}": v for k, v in self._c(global_state).items()})
         return refs
 
-    def summed_arrays(self, update: ClientUpdate, global_state: ModelState) -> Arrays:
-        out = super().summed_arrays(update, global_state)
+    def summands(self, global_state: ModelState, update: ClientUpdate) -> Arrays:
+        out = super().summands(global_state, update)
         out.update({k: v for k, v in update.extras.items() if k.startswith(CHANGE)})
         return out
 
-    def finish(self, global_state: ModelState, reduced: Reduced, server_round: int) -> ModelState:
-        new = super().finish(global_state, reduced, server_round)
+    def after_merge(self, global_state: ModelState, reduced: Reduced) -> None:
+        """c moves by the accepted share of clients times their mean change of c_i."""
         share = len(reduced.accepted()) / max(1, self.num_clients)
         self.control = {
             k: c + share * reduced.mean(f"{CHANGE}{k}").astype(np.float64)
@@ -123,7 +123,6 @@ class Scaffold(IndexAveraging[ScaffoldParams]):
             else c
             for k, c in self._c(global_state).items()
         }
-        return new
 
     def state_dict(self) -> dict[str, NDArray[Any]]:
         out = super().state_dict()

@@ -1,6 +1,6 @@
 import numpy as np
 
-from fuss_ray.federation.strategies import build_strategy
+from fuss_ray.federation.server_update import build_update
 from fuss_ray.federation.strategies.fedcc import maximin_select
 
 from .helpers import global_state, update
@@ -14,7 +14,7 @@ def test_maximin_starts_at_client0_centroid0_and_takes_farthest() -> None:
 
 
 def test_maximin_strategy_uses_client_major_pool() -> None:
-    s = build_strategy({"name": "fuss-maximin"}, 0)
+    s = build_update({"name": "fuss-maximin"}, 0)
     ups = [update(0, 5, [[0, 0], [1, 0]], head=2.0), update(1, 5, [[10, 0], [0, 1]])]
     out = s.aggregate(global_state([[0, 0], [0, 0]]), ups, 1)
     assert out["centroids"].tolist() == [[0, 0], [10, 0]]
@@ -22,7 +22,7 @@ def test_maximin_strategy_uses_client_major_pool() -> None:
 
 
 def test_kmeans_finds_the_two_groups() -> None:
-    s = build_strategy({"name": "fuss-kmeans"}, 0)
+    s = build_update({"name": "fuss-kmeans"}, 0)
     ups = [update(0, 1, [[0, 0.1], [10, 0.1]]), update(1, 1, [[10, -0.1], [0, -0.1]])]
     out = s.aggregate(global_state([[0, 0], [0, 0]]), ups, 1)
     got = sorted(out["centroids"].tolist())

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fuss_ray.federation.strategies import build_strategy
+from fuss_ray.federation.server_update import build_update
 
 from .helpers import global_state, update
 
@@ -17,15 +17,15 @@ def _clients() -> list:  # type: ignore[type-arg]
 
 
 def test_exact_matching_undoes_the_permutation() -> None:
-    s = build_strategy({"name": "ot-match"}, 0)
+    s = build_update({"name": "ot-match"}, 0)
     out = s.aggregate(global_state(GLOBAL), _clients(), 1)
     assert np.allclose(out["centroids"], GLOBAL, atol=1e-6)
-    fedavg = build_strategy({"name": "fedavg"}, 0).aggregate(global_state(GLOBAL), _clients(), 1)
+    fedavg = build_update({"name": "fedavg"}, 0).aggregate(global_state(GLOBAL), _clients(), 1)
     assert np.allclose(fedavg["centroids"], [[5, 0], [5, 0]])  # what matching avoids
 
 
 def test_sinkhorn_with_occupancy_masses() -> None:
-    s = build_strategy(
+    s = build_update(
         {"name": "ot-match", "method": "sinkhorn", "masses": "occupancy", "epsilon": 0.01}, 0
     )
     out = s.aggregate(global_state(GLOBAL), _clients(), 1)
@@ -33,7 +33,7 @@ def test_sinkhorn_with_occupancy_masses() -> None:
 
 
 def test_weights_by_sample_count() -> None:
-    s = build_strategy({"name": "ot-match"}, 0)
+    s = build_update({"name": "ot-match"}, 0)
     ups = [update(0, 3, [[0, 1], [10, 1]]), update(1, 1, [[0, -3], [10, -3]])]
     out = s.aggregate(global_state(GLOBAL), ups, 1)
     assert out["centroids"][:, 1] == pytest.approx([0.0, 0.0])

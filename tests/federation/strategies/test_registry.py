@@ -1,6 +1,10 @@
+import numpy as np
 import pytest
 
 from fuss_ray.config import strategy_params
+from fuss_ray.data.partition import Partition
+from fuss_ray.federation.reduction import reduce_updates
+from fuss_ray.federation.server_update import build_update
 from fuss_ray.federation.strategies import STRATEGIES, build_strategy
 from fuss_ray.federation.strategies.fedprox import Proximal
 from fuss_ray.federation.strategies.local import OwnModel
@@ -43,9 +47,25 @@ def test_each_strategy_owns_its_client_objective() -> None:
     assert (moon.kept_states, OwnModel.kept_states) == (1, 1)
 
 
-def test_local_and_centralized_flags() -> None:
-    assert not STRATEGIES["local"].federated
-    assert STRATEGIES["centralized"].pools_data
+def test_special_strategies_say_what_they_are_in_their_own_hooks() -> None:
+    """Local-only scores each client's own model and moves nothing global; centralised
+    training pools every image on one client; neither has an asynchronous form."""
+    local = build_update({"name": "local"}, 0)
+    g = global_state([[0, 0]])
+    mine = update(3, 4, [[1, 2]], head=5.0)
+    assert local.aggregate(g, [mine], 1)["head.w"].tolist() == g["head.w"].tolist()
+    reduced = reduce_updates(local, g, local.grid(g, 4), [mine], None)
+    kept = local.strategy.client_models(reduced)
+    assert list(kept) == [3] and kept[3]["head.w"].tolist() == [5.0, 5.0]
+    scored = local.strategy.scored_models(g, kept, [1, 3])
+    assert scored[1] is g and scored[3] is kept[3]
+    assert list(build_strategy({"name": "fedavg"}, 0).scored_models(g, kept, [1, 3])) == [None]
+    central = build_strategy({"name": "centralized"}, 0)
+    pooled = central.shape_partition(Partition([np.array([0, 2]), np.array([1])]), 3)
+    assert [c.tolist() for c in pooled.clients] == [[0, 1, 2]]
+    assert central.budget_note() == {"centralized": "per_model"}
+    assert not central.runs_asynchronously() and not local.strategy.runs_asynchronously()
+    assert build_strategy({"name": "ot-match"}, 0).runs_asynchronously()
     only = update(0, 4, [[1, 2]], head=5.0)
-    out = build_strategy({"name": "centralized"}, 0).aggregate(global_state([[0, 0]]), [only], 1)
+    out = build_update({"name": "centralized"}, 0).aggregate(global_state([[0, 0]]), [only], 1)
     assert out["centroids"].tolist() == [[1, 2]] and out["head.w"].tolist() == [5.0, 5.0]

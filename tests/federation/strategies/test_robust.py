@@ -1,7 +1,7 @@
 import numpy as np
 
 from fuss_ray.federation.reduction import screen_updates
-from fuss_ray.federation.strategies import build_strategy
+from fuss_ray.federation.server_update import ServerSettings, build_update
 
 from .helpers import global_state, update
 
@@ -9,13 +9,15 @@ from .helpers import global_state, update
 def test_median_and_trimmed_mean_ignore_an_outlier() -> None:
     ups = [update(i, 1, [[0, 0]], head=h) for i, h in enumerate([1.0, 2.0, 3.0, 4.0, 1000.0])]
     g = global_state([[0, 0]])
-    median = build_strategy({"name": "fedavg"}, 0, head_aggregation="median").aggregate(g, ups, 1)
+    median = build_update(
+        {"name": "fedavg"}, 0, ServerSettings(head_aggregation="median")
+    ).aggregate(g, ups, 1)
     assert median["head.w"].tolist() == [3.0, 3.0]
-    trimmed = build_strategy(
-        {"name": "fedavg"}, 0, head_aggregation="trimmed_mean", trim_fraction=0.2
+    trimmed = build_update(
+        {"name": "fedavg"}, 0, ServerSettings(head_aggregation="trimmed_mean", trim_fraction=0.2)
     ).aggregate(g, ups, 1)
     assert trimmed["head.w"].tolist() == [3.0, 3.0]  # drops 1 and 1000, mean of 2, 3, 4
-    mean = build_strategy({"name": "fedavg"}, 0).aggregate(g, ups, 1)
+    mean = build_update({"name": "fedavg"}, 0).aggregate(g, ups, 1)
     assert mean["head.w"][0] == np.float32(202.0)
 
 

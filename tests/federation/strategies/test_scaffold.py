@@ -10,6 +10,7 @@ import torch
 from fuss_ray.config import validate_config
 from fuss_ray.federation.checkpoint import latest_checkpoint
 from fuss_ray.federation.objective import LocalRun
+from fuss_ray.federation.server_update import build_update
 from fuss_ray.federation.strategies import STRATEGIES, build_strategy
 from fuss_ray.federation.strategies.scaffold import CHANGE, CONTROL, ControlVariates
 from fuss_ray.federation.types import Broadcast, ClientUpdate
@@ -65,10 +66,11 @@ def _update(cid: int, n: int, dc: float, head: float) -> ClientUpdate:
 
 
 def test_the_server_moves_c_by_the_sampled_share_of_the_mean_change() -> None:
-    strategy = build_strategy({"name": "scaffold"}, 0)
+    update = build_update({"name": "scaffold"}, 0)
+    strategy = update.strategy
     strategy.attach(num_clients=4, total_samples=40)
     g = {"head.w": np.zeros(2, np.float32), "centroids": np.zeros((2, 2), np.float32)}
-    out = strategy.aggregate(g, [_update(0, 10, 1.0, 2.0), _update(1, 30, 3.0, 6.0)], 1)
+    out = update.aggregate(g, [_update(0, 10, 1.0, 2.0), _update(1, 30, 3.0, 6.0)], 1)
     assert out["head.w"].tolist() == [5.0, 5.0]  # FedAvg of the heads: (10 * 2 + 30 * 6) / 40
     # Two of four clients sampled; their weighted mean change is (10 * 1 + 30 * 3) / 40 = 2.5.
     assert np.allclose(strategy.control["head.w"], 0.5 * 2.5)
