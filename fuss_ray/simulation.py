@@ -437,6 +437,42 @@ def training_budget(config: RunConfig, server: Server) -> dict[str, Any]:
     return budget
 
 
+def final_scores(
+    last: RoundResult, config: RunConfig, server: Server, prepared: Prepared
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None, dict[str, Any]]:
+    """The test split's final scores (None when the run has none), the validation split's,
+    and the flip-TTA / CRF variants."""
+    final: dict[str, Any] | None = None
+    if last.miou is not None:
+        final = {"miou": last.miou, "pixel_acc": last.pixel_acc}
+        if last.per_client:
+            final["per_client"] = last.per_client
+    variants = final_variants(config, server, prepared.eval_store)
+    if final is not None and variants:
+        final["variants"] = variants
+    val: dict[str, Any] | None = None
+    if last.val_miou is not None:
+        val = {"miou": last.val_miou, "pixel_acc": last.val_pixel_acc}
+    return final, val, variants
+
+
+def final_metrics(
+    final: dict[str, Any] | None, val: dict[str, Any] | None, variants: dict[str, Any]
+) -> dict[str, float]:
+    """The final scores as the tracker's metrics (`final_miou`, `val_final_miou`, ...)."""
+    out: dict[str, float] = {}
+    for prefix, scores in (("final", final), ("val_final", val)):
+        if scores is not None:
+            out[f"{prefix}_miou"] = scores["miou"]
+            out[f"{prefix}_pixel_acc"] = scores["pixel_acc"]
+    for name, scores in variants.items():
+        if name != "plain":
+            key = name.replace("+", "_")
+            out[f"final_miou_{key}"] = scores["miou"]
+            out[f"final_pixel_acc_{key}"] = scores["pixel_acc"]
+    return out
+
+
 def finish_run(
     setup: Setup,
     server: Server,
@@ -448,17 +484,7 @@ def finish_run(
     """Final scores, artifacts and `summary.json`, then the tracker's run is closed."""
     config, prepared = setup.config, setup.prepared
     last = progress.last or server.evaluate_result(config.train.rounds)  # resumed at the end
-    final: dict[str, Any] | None = None  # the test split's scores, when the run has them
-    if last.miou is not None:
-        final = {"miou": last.miou, "pixel_acc": last.pixel_acc}
-        if last.per_client:
-            final["per_client"] = last.per_client
-    variants = final_variants(config, server, prepared.eval_store)
-    if final is not None and variants:
-        final["variants"] = variants
-    val: dict[str, Any] | None = None
-    if last.val_miou is not None:
-        val = {"miou": last.val_miou, "pixel_acc": last.val_pixel_acc}
+    final, val, variants = final_scores(last, config, server, prepared)
     at_start, at_end, transport = placement
     measured = [r["alignment"] for r in progress.rounds if r.get("alignment")]
     aligned = (
@@ -497,17 +523,7 @@ def finish_run(
         dataset.image,
     )
     artifacts = write_artifacts(setup.out_dir, config, summary, inputs)
-    final_metrics: dict[str, float] = {}
-    for prefix, scores in (("final", final), ("val_final", val)):
-        if scores is not None:
-            final_metrics[f"{prefix}_miou"] = scores["miou"]
-            final_metrics[f"{prefix}_pixel_acc"] = scores["pixel_acc"]
-    for name, scores in variants.items():
-        if name != "plain":
-            key = name.replace("+", "_")
-            final_metrics[f"final_miou_{key}"] = scores["miou"]
-            final_metrics[f"final_pixel_acc_{key}"] = scores["pixel_acc"]
-    tracker.log_metrics(final_metrics, step=config.train.rounds)
+    tracker.log_metrics(final_metrics(final, val, variants), step=config.train.rounds)
     for path in artifacts:
         tracker.log_artifact(path)
     write_json(setup.out_dir / "summary.json", summary)

@@ -228,3 +228,32 @@ def test_the_flag_checker_sees_a_read(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
     bad.write_text("def f(s):\n    return s.strategy.pools_data\n")
     assert flag_reads(bad) == ["bad.py:2 pools_data"]
+
+
+CORE_PATH = ("simulation.py", "federation", "study", "tuning")
+MAX_FUNCTION_LINES = 60
+
+
+def long_functions(path: Path, limit: int = MAX_FUNCTION_LINES) -> list[str]:
+    """Functions of one file longer than `limit` lines, as 'file:line name (n lines)'."""
+    return [
+        f"{path.name}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.end_lineno is not None
+        and node.end_lineno - node.lineno + 1 > limit
+    ]
+
+
+def test_no_function_on_the_core_path_runs_past_sixty_lines() -> None:
+    paths = [PACKAGE / "simulation.py"]
+    for folder in CORE_PATH[1:]:
+        paths.extend(sorted((PACKAGE / folder).rglob("*.py")))
+    assert [hit for path in paths for hit in long_functions(path)] == []
+
+
+def test_the_length_checker_counts_lines(tmp_path: Path) -> None:
+    long = tmp_path / "long.py"
+    long.write_text("def f():\n" + "    x = 1\n" * 3)
+    assert long_functions(long, limit=3) == ["long.py:1 f (4 lines)"]
+    assert long_functions(long, limit=4) == []

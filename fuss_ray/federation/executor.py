@@ -151,6 +151,12 @@ def gather_round(
         report.lost_clients.extend(c for cids in failed.values() for c in cids)
         break
     report.lost_clients.sort()
+    _say_losses(report, returned, min_clients, server_round)
+    return results, report
+
+
+def _say_losses(report: FailureReport, returned: int, min_clients: int, server_round: int) -> None:
+    """Warn of a round's actor failures; fail it if too few clients came back."""
     if report.failed_actors:
         log.warning(
             "round %d: %d actor failure(s); %d client(s) retried, %d lost",
@@ -164,7 +170,6 @@ def gather_round(
             f"round {server_round}: only {returned} client(s) returned after actor "
             f"failures, fewer than federation.min_clients={min_clients}"
         )
-    return results, report
 
 
 def pack_clients(client_ids: list[int], per_actor: int) -> list[list[int]]:
@@ -253,6 +258,55 @@ def use_object_store(fed: FederationConfig, store_bytes: int) -> bool:
     return len(alive) > 1 and store_bytes <= OBJECT_STORE_AUTO_BYTES
 
 
+def check_resources(fed: FederationConfig, actors: int, group_pg: Any) -> None:
+    """Refuse, in one line, a run the cluster (or the trial's reservation) cannot hold."""
+    import ray
+
+    if group_pg is not None and len(group_pg.bundle_specs) < actors + 1:
+        raise UserError(
+            f"federation: {actors} actors need {actors + 1} placement-group "
+            f"bundles, the trial reserved {len(group_pg.bundle_specs)}"
+        )
+    need_cpu, need_gpu = actors * fed.num_cpus, actors * fed.num_gpus
+    have = ray.cluster_resources()  # type: ignore[no-untyped-call]
+    if need_cpu > have.get("CPU", 0) + 1e-9:
+        raise UserError(
+            f"federation: {actors} actors x {fed.num_cpus} CPU need {need_cpu:g} CPUs "
+            f"but the cluster has {have.get('CPU', 0):g}; raise federation.clients_per_actor "
+            "or lower federation.num_cpus"
+        )
+    if need_gpu > have.get("GPU", 0) + 1e-9:
+        raise UserError(
+            f"federation: {actors} actors x {fed.num_gpus} GPU need {need_gpu:g} GPUs "
+            f"but the cluster has {have.get('GPU', 0):g}; lower federation.num_gpus"
+        )
+    for name, amount in fed.resources.items():
+        if actors * amount > have.get(name, 0) + 1e-9:
+            raise UserError(
+                f"federation.resources: {actors} actors x {amount:g} '{name}' need "
+                f"{actors * amount:g} but the cluster has {have.get(name, 0):g}"
+            )
+
+
+def own_placement(fed: FederationConfig, actors: int) -> Any:
+    """Outside a Tune trial: one placement group that gang-schedules every actor (None
+    where an actor asks for no resources)."""
+    import ray
+
+    bundle = actor_bundle(fed)
+    if not bundle:
+        return None
+    pg = ray.util.placement_group(
+        [dict(bundle) for _ in range(actors)], strategy=fed.placement.upper()
+    )
+    if not pg.wait(timeout_seconds=300):
+        ray.util.remove_placement_group(pg)
+        raise SimulationError(
+            f"the cluster could not place {actors} actors x {bundle} ({fed.placement}) within 300 s"
+        )
+    return pg
+
+
 class RayExecutor(Executor):
     """One Ray actor per group of `clients_per_actor` logical clients.
 
@@ -265,35 +319,12 @@ class RayExecutor(Executor):
     def __init__(self, spec: HostSpec, fed: FederationConfig) -> None:
         import ray
 
+        from fuss_ray.federation.local_ray import record_local_ray
+
         connect_ray(fed)
         groups = pack_clients(sorted(spec.clients), fed.clients_per_actor)
         group_pg = ray.util.get_current_placement_group()
-        if group_pg is not None and len(group_pg.bundle_specs) < len(groups) + 1:
-            raise UserError(
-                f"federation: {len(groups)} actors need {len(groups) + 1} placement-group "
-                f"bundles, the trial reserved {len(group_pg.bundle_specs)}"
-            )
-        need_cpu = len(groups) * fed.num_cpus
-        need_gpu = len(groups) * fed.num_gpus
-        have = ray.cluster_resources()  # type: ignore[no-untyped-call]
-        if need_cpu > have.get("CPU", 0) + 1e-9:
-            raise UserError(
-                f"federation: {len(groups)} actors x {fed.num_cpus} CPU need {need_cpu:g} CPUs "
-                f"but the cluster has {have.get('CPU', 0):g}; raise federation.clients_per_actor "
-                "or lower federation.num_cpus"
-            )
-        if need_gpu > have.get("GPU", 0) + 1e-9:
-            raise UserError(
-                f"federation: {len(groups)} actors x {fed.num_gpus} GPU need {need_gpu:g} GPUs "
-                f"but the cluster has {have.get('GPU', 0):g}; lower federation.num_gpus"
-            )
-        for name, amount in fed.resources.items():
-            if len(groups) * amount > have.get(name, 0) + 1e-9:
-                raise UserError(
-                    f"federation.resources: {len(groups)} actors x {amount:g} '{name}' need "
-                    f"{len(groups) * amount:g} but the cluster has {have.get(name, 0):g}"
-                )
-        threads = max(1, math.floor(fed.num_cpus)) if fed.num_cpus >= 1 else 1
+        check_resources(fed, len(groups), group_pg)
         self.fed = fed
         self.total_samples = sum(len(v) for v in spec.clients.values())
         cache_bytes = _store_bytes(spec) if spec.generated is None else 0
@@ -302,18 +333,7 @@ class RayExecutor(Executor):
         alive = [n for n in ray.nodes() if n.get("Alive")]  # type: ignore[no-untyped-call]
         if len(alive) > 1:
             check_shared(actor_paths(spec, via_object_store))
-        self.own_pg: Any = None
-        bundle = actor_bundle(fed)
-        if group_pg is None and bundle:
-            self.own_pg = ray.util.placement_group(
-                [dict(bundle) for _ in groups], strategy=fed.placement.upper()
-            )
-            if not self.own_pg.wait(timeout_seconds=300):
-                ray.util.remove_placement_group(self.own_pg)
-                raise SimulationError(
-                    f"the cluster could not place {len(groups)} actors x {bundle} "
-                    f"({fed.placement}) within 300 s"
-                )
+        self.own_pg: Any = None if group_pg is not None else own_placement(fed, len(groups))
         if via_object_store:
             from fuss_ray.features.cache import FeatureStore
 
@@ -321,41 +341,47 @@ class RayExecutor(Executor):
             refs = [ray.put(b) for b in store.shard_bytes()]
             spec = replace(spec, store_refs=refs, store_meta=store.meta)
         self.transport = "object_store" if spec.store_refs is not None else "path"
-        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
+        threads = max(1, math.floor(fed.num_cpus)) if fed.num_cpus >= 1 else 1
         actor_cls = ray.remote(ClientHost)
         self.owner: dict[int, int] = {}
         self.actors: list[Any] = []
         for a, group in enumerate(groups):
             sub = replace(spec, clients={c: spec.clients[c] for c in group}, threads=threads)
-            options: dict[str, Any] = {
-                "num_cpus": fed.num_cpus,
-                "num_gpus": fed.num_gpus,
-                "resources": dict(fed.resources),
-                # A restarted actor re-runs its constructor, which restores its clients
-                # from the newest checkpoint; lost calls are retried by gather_round.
-                "max_restarts": fed.max_actor_restarts,
-                "max_task_retries": 0,
-            }
-            if group_pg is not None:
-                # Inside a Tune trial: actor a takes bundle a + 1 (bundle 0 is the trial's
-                # own server), so a trial only ever uses what its placement group reserved.
-                options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
-                    group_pg, placement_group_bundle_index=a + 1
-                )
-            elif self.own_pg is not None:
-                options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
-                    self.own_pg, placement_group_bundle_index=a
-                )
-            elif fed.placement == "spread":
-                options["scheduling_strategy"] = "SPREAD"
+            options = self._actor_options(a, group_pg)
             self.actors.append(actor_cls.options(**options).remote(sub))
             for c in group:
                 self.owner[c] = a
         ray.get([actor.ready.remote() for actor in self.actors])
-        from fuss_ray.federation.local_ray import record_local_ray
-
         record_local_ray()  # Ray's agents are all up by now
+
+    def _actor_options(self, a: int, group_pg: Any) -> dict[str, Any]:
+        """Actor a's resources, restart policy and place (a trial's bundle a + 1, bundle a
+        of the run's own placement group, or spread)."""
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        fed = self.fed
+        options: dict[str, Any] = {
+            "num_cpus": fed.num_cpus,
+            "num_gpus": fed.num_gpus,
+            "resources": dict(fed.resources),
+            # A restarted actor re-runs its constructor, which restores its clients
+            # from the newest checkpoint; lost calls are retried by gather_round.
+            "max_restarts": fed.max_actor_restarts,
+            "max_task_retries": 0,
+        }
+        if group_pg is not None:
+            # Inside a Tune trial: actor a takes bundle a + 1 (bundle 0 is the trial's
+            # own server), so a trial only ever uses what its placement group reserved.
+            options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
+                group_pg, placement_group_bundle_index=a + 1
+            )
+        elif self.own_pg is not None:
+            options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
+                self.own_pg, placement_group_bundle_index=a
+            )
+        elif fed.placement == "spread":
+            options["scheduling_strategy"] = "SPREAD"
+        return options
 
     def placement(self) -> list[dict[str, Any]]:
         """Per actor: the node it runs on and how many clients it hosts."""

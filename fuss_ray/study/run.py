@@ -220,8 +220,24 @@ def run_study(
             rows.append(_row(p, summary, tuned.get(cell(p), {})))
     if not rows:
         raise SimulationError(f"study: none of its {len(plans)} runs finished; see {folder}")
+    study = study_record(spec, rows, failed, parent)
+    study["wall_seconds_this_invocation"] = time.time() - started
+    study["runs_this_invocation"] = len(pending)
+    write_json(folder / "study.json", study)
+    files = write_report(study, folder)
+    close_parent_run(base, parent, {}, [folder / "study.json", *files])
+    if failed:
+        log.warning("study: %d run(s) did not finish: %s", len(failed), ", ".join(failed[:3]))
+    return study
+
+
+def study_record(
+    spec: StudySpec, rows: list[dict[str, Any]], failed: list[str], parent: str | None
+) -> dict[str, Any]:
+    """`study.json`: the design, every finished run's row, the cells and the paired
+    comparisons to the baseline (this invocation's timing is added by the caller)."""
     cells, comparisons = cells_and_comparisons(rows, spec.study.baseline, seed=0)
-    study = {
+    return {
         "name": spec.study.name,
         "baseline": spec.study.baseline,
         "strategies": spec.study.strategies,
@@ -237,16 +253,8 @@ def run_study(
         "smallest_possible_holm_p": smallest_adjusted_p(
             len(spec.study.seeds), len(spec.study.strategies) - 1
         ),
-        "wall_seconds_this_invocation": time.time() - started,
-        "runs_this_invocation": len(pending),
         "mlflow_parent_run_id": parent,
     }
-    write_json(folder / "study.json", study)
-    files = write_report(study, folder)
-    close_parent_run(base, parent, {}, [folder / "study.json", *files])
-    if failed:
-        log.warning("study: %d run(s) did not finish: %s", len(failed), ", ".join(failed[:3]))
-    return study
 
 
 def cell(planned: PlannedRun) -> tuple[str, str]:

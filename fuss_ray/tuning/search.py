@@ -299,23 +299,9 @@ def quiet_tune(verbose: bool) -> Iterator[None]:
             os.environ["RAY_AIR_NEW_OUTPUT"] = previous
 
 
-def run_search(
-    spec: SearchSpec, resume: bool = False, address: str | None = None, verbose: bool = False
-) -> dict[str, Any]:
-    """Run (or resume) the search; write the best trial's config as a ready-to-run YAML.
-
-    With `verbose`, Ray Tune's own progress output and every failed trial's traceback are
-    shown; otherwise a failure is reported once, in one line (see `failure_line`).
-    """
-    import optuna
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-
-    from fuss_ray.tuning.searcher import ResumableOptunaSearch
-
+def _search_folder(spec: SearchSpec, resume: bool) -> Path:
+    """The search's folder, refusing a resume of nothing and a restart over a search."""
     settings = spec.search
-    if not verbose:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
     out = settings.out_dir / settings.name
     tune_dir = out / "tune"
     if resume and not (tune_dir / settings.name).is_dir():
@@ -326,13 +312,77 @@ def run_search(
             "use --resume to continue it or choose another name"
         )
     out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _new_tuner(spec: SearchSpec, trainable: Any, out: Path, parent: str | None) -> Any:
+    """A fresh Tuner: Optuna's TPE in a resumable store, ASHA on rounds when asked for."""
+    import optuna
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    from fuss_ray.tuning.searcher import ResumableOptunaSearch
+
+    settings = spec.search
+    rounds = validate_config(spec.base).train.rounds
+    searcher = ResumableOptunaSearch(
+        space=DefineByRun(settings.space),
+        metric=f"val_{settings.metric}",
+        mode="max",
+        sampler=optuna.samplers.TPESampler(seed=settings.seed),
+        study_name=settings.name,
+        storage=optuna.storages.RDBStorage(settings.storage),
+        points_to_evaluate=[dict(p) for p in settings.points_to_evaluate] or None,
+    )
+    scheduler = None
+    if settings.scheduler.kind == "asha":
+        scheduler = ASHAScheduler(
+            time_attr="training_iteration",
+            max_t=rounds,
+            grace_period=min(settings.scheduler.grace_period, rounds),
+            reduction_factor=settings.scheduler.reduction_factor,
+        )
+    return tune.Tuner(
+        trainable,
+        param_space={
+            "_base": spec.base,
+            "_base_dir": str(spec.base_dir),
+            "_out_dir": str(out),
+            "_parent_run_id": parent,
+        },
+        tune_config=tune.TuneConfig(
+            search_alg=tune.search.ConcurrencyLimiter(searcher, settings.max_concurrent),
+            scheduler=scheduler,
+            metric=f"val_{settings.metric}",
+            mode="max",
+            num_samples=settings.num_samples,
+            trial_dirname_creator=_trial_dirname,
+        ),
+        run_config=tune.RunConfig(name=settings.name, storage_path=str(out / "tune"), verbose=0),
+    )
+
+
+def run_search(
+    spec: SearchSpec, resume: bool = False, address: str | None = None, verbose: bool = False
+) -> dict[str, Any]:
+    """Run (or resume) the search; write the best trial's config as a ready-to-run YAML.
+
+    With `verbose`, Ray Tune's own progress output and every failed trial's traceback are
+    shown; otherwise a failure is reported once, in one line (see `failure_line`).
+    """
+    import optuna
+    from ray import tune
+
     from fuss_ray.federation.local_ray import init_ray
 
+    settings = spec.search
+    if not verbose:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    out = _search_folder(spec, resume)
     init_ray(address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     parent = open_parent_run(
         validate_config(spec.base), out, settings.name, "search", out / "search_state.json", resume
     )
-    rounds = validate_config(spec.base).train.rounds
 
     def resources(params: dict[str, Any]) -> tune.PlacementGroupFactory:
         config = trial_config(params["_base"], params, spec.base_dir)
@@ -342,45 +392,13 @@ def run_search(
     trainable = tune.with_resources(_trainable, resources)
     if resume:
         tuner = tune.Tuner.restore(
-            str(tune_dir / settings.name), trainable, resume_unfinished=True, resume_errored=True
+            str(out / "tune" / settings.name),
+            trainable,
+            resume_unfinished=True,
+            resume_errored=True,
         )
     else:
-        storage = optuna.storages.RDBStorage(settings.storage)
-        searcher = ResumableOptunaSearch(
-            space=DefineByRun(settings.space),
-            metric=f"val_{settings.metric}",
-            mode="max",
-            sampler=optuna.samplers.TPESampler(seed=settings.seed),
-            study_name=settings.name,
-            storage=storage,
-            points_to_evaluate=[dict(p) for p in settings.points_to_evaluate] or None,
-        )
-        scheduler = None
-        if settings.scheduler.kind == "asha":
-            scheduler = ASHAScheduler(
-                time_attr="training_iteration",
-                max_t=rounds,
-                grace_period=min(settings.scheduler.grace_period, rounds),
-                reduction_factor=settings.scheduler.reduction_factor,
-            )
-        tuner = tune.Tuner(
-            trainable,
-            param_space={
-                "_base": spec.base,
-                "_base_dir": str(spec.base_dir),
-                "_out_dir": str(out),
-                "_parent_run_id": parent,
-            },
-            tune_config=tune.TuneConfig(
-                search_alg=tune.search.ConcurrencyLimiter(searcher, settings.max_concurrent),
-                scheduler=scheduler,
-                metric=f"val_{settings.metric}",
-                mode="max",
-                num_samples=settings.num_samples,
-                trial_dirname_creator=_trial_dirname,
-            ),
-            run_config=tune.RunConfig(name=settings.name, storage_path=str(tune_dir), verbose=0),
-        )
+        tuner = _new_tuner(spec, trainable, out, parent)
     with quiet_tune(verbose):
         results = tuner.fit()
     failed = failure_line(results, spec.base)
@@ -388,6 +406,12 @@ def run_search(
         raise SimulationError(f"search: all {len(results)} trials failed; {failed}")
     if failed is not None:
         log.warning("search: %d of %d trials failed; %s", results.num_errors, len(results), failed)
+    return _finish_search(spec, results, out, parent)
+
+
+def _finish_search(spec: SearchSpec, results: Any, out: Path, parent: str | None) -> dict[str, Any]:
+    """The best trial (on validation), its config file, its one test run, the summary."""
+    settings = spec.search
     target = f"val_{settings.metric}"
     best = results.get_best_result(metric=target, mode="max", scope="all")
     chosen = {k: v for k, v in (best.config or {}).items() if not k.startswith("_")}
@@ -402,7 +426,7 @@ def run_search(
             f"{best_val if best_val is not None else float('nan'):.2f}{scored}); run it with\n"
             f"#   fuss-ray run {best_path}\n" + yaml.safe_dump(best_cfg.to_dict(), sort_keys=False)
         )
-    rows = trial_rows(results, rounds)
+    rows = trial_rows(results, validate_config(spec.base).train.rounds)
     summary = {
         "name": settings.name,
         "trials": len(results),
