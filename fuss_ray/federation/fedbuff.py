@@ -30,13 +30,17 @@ from typing import Any
 
 import numpy as np
 
-from fuss_ray.config import FedBuffConfig
+from fuss_ray.config import FedBuffConfig, RunConfig
 from fuss_ray.errors import SimulationError
+from fuss_ray.features.cache import FeatureStore
 from fuss_ray.federation.checkpoint import ArrayTree
+from fuss_ray.federation.executor import Executor
 from fuss_ray.federation.reduction import screen_updates
 from fuss_ray.federation.server import RoundResult, Server, state_bytes
+from fuss_ray.federation.strategies.base import Strategy
 from fuss_ray.federation.systems import KEPT, UNAVAILABLE
 from fuss_ray.federation.types import Arrays, ModelState
+from fuss_ray.models.head import FussModel
 from fuss_ray.seeds import Stream, seed_stream
 
 
@@ -128,9 +132,21 @@ class UpdateStats:
 class AsyncServer(Server):
     """The server of an asynchronous run: `run_round(v)` goes on until model version v."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        config: RunConfig,
+        strategy: Strategy[Any],
+        executor: Executor,
+        client_ids: list[int],
+        eval_store: FeatureStore | None,
+        model: FussModel,
+        initial_state: ModelState,
+        val_store: FeatureStore | None = None,
+    ) -> None:
         """As `Server`; the config was checked by `simulation.check_async`."""
-        super().__init__(*args, **kwargs)
+        super().__init__(
+            config, strategy, executor, client_ids, eval_store, model, initial_state, val_store
+        )
         self.cfg = self.config.federation.fedbuff
         self.version = 0
         self.clock_s = 0.0
