@@ -20,7 +20,6 @@ PACKAGE = Path(__file__).resolve().parents[1] / "fuss_ray"
 # Bottom to top; a module belongs to the layer of its longest listed prefix.
 LAYERS: list[tuple[str, ...]] = [
     (
-        "fuss_ray",
         "fuss_ray.errors",
         "fuss_ray.io",
         "fuss_ray.log",
@@ -38,7 +37,9 @@ LAYERS: list[tuple[str, ...]] = [
     ("fuss_ray.tracking",),
     ("fuss_ray.simulation",),
     ("fuss_ray.tuning", "fuss_ray.study"),
-    ("fuss_ray.cli",),
+    ("fuss_ray.api", "fuss_ray.cli"),
+    # The package itself: its top-level names are the Python API, imported on first use.
+    ("fuss_ray",),
 ]
 
 

@@ -192,3 +192,39 @@ def test_every_readme_command_runs_as_written(tmp_path: Path) -> None:
         if rule == "compare":
             assert "fedprox" in out and "ot-match" in out and (repo / "runs").is_dir()
     assert "tune" in seen and "resume" in seen
+
+
+def readme_python(readme: Path = ROOT / "README.md") -> str:
+    """The "From Python" section's code block."""
+    section = readme.read_text().split("\n## From Python", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```python\n(.*?)```", section, re.S)
+    assert block is not None, "README: 'From Python' has no python block"
+    return block[1]
+
+
+# The snippet runs as written, from a fresh copy; only `load_config` gets the same shrink
+# overrides the commands get, after the snippet's own.
+PYTHON_PRELUDE = """
+import fuss_ray, fuss_ray.api
+_load = fuss_ray.api.load_config
+def _shrunk(source, overrides=None):
+    config = _load(source, overrides)
+    return _load(config, {SETS!r})
+fuss_ray.api.load_config = _shrunk
+"""
+
+
+@pytest.mark.slow
+def test_the_readme_python_snippet_runs_as_written(tmp_path: Path) -> None:
+    repo = fresh_copy(tmp_path / "fuss-ray")
+    home = tmp_path / "home"
+    home.mkdir()
+    code = PYTHON_PRELUDE.replace("{SETS!r}", repr(SHRINK_RUN)) + readme_python()
+    (tmp_path / "snippet.py").write_text(code)
+    out = shell(f"python {tmp_path / 'snippet.py'}", repo, _env(home), timeout=900)
+    lines = out.strip().splitlines()
+    reported = [line.split()[0] for line in lines[:-1] if re.fullmatch(r"\d+ \S+", line)]
+    assert reported == ["1", "2"]  # on_round, once per round, between progress lines
+    miou, rounds = lines[-1].split()
+    assert 0.0 <= float(miou) <= 100.0 and rounds == "2"
+    assert (repo / "runs/from-python/summary.json").is_file()

@@ -254,10 +254,10 @@ def _run(args: argparse.Namespace) -> int:
             f"max {max(sizes)}; manifest at {out / 'partition.parquet'}"
         )
         return 0
-    from fuss_ray.simulation import run_simulation
+    from fuss_ray.api import run
 
-    summary = run_simulation(config, out, show_progress=show)
-    _print_result(summary, out)
+    result = run(config, out, progress=show)  # the command is a thin layer over the API
+    _print_result(result.summary, result.out)
     return 0
 
 

@@ -1,0 +1,86 @@
+"""The Python API: the same run as the command line, results as an object, errors raised."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import fuss_ray
+from fuss_ray.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+SETS = [
+    "data.num_images=40",
+    "data.num_eval_images=8",
+    "partition.num_clients=4",
+    "train.rounds=2",
+    "train.local_steps=2",
+    "federation.executor=sequential",
+    "federation.strategy=ot-match",
+    "tracking=false",
+]
+
+
+@pytest.mark.slow
+def test_run_from_python_gives_what_the_command_line_gives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shutil.copytree(ROOT / "configs", tmp_path / "configs")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    argv = [sys.executable, "-m", "fuss_ray.cli.main", "run", "configs/quickstart.yaml"]
+    for s in SETS:
+        argv += ["--set", s]
+    cli = subprocess.run(
+        [*argv, "--out", "runs/cli", "--quiet"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert cli.returncode == 0, cli.stderr[-3000:]
+    from_cli = json.loads((tmp_path / "runs/cli/summary.json").read_text())
+
+    monkeypatch.chdir(tmp_path)  # relative paths resolve here, as for the command
+    seen: list[dict[str, Any]] = []
+    config = fuss_ray.load_config("configs/quickstart.yaml", overrides=SETS)
+    result = fuss_ray.run(config, "runs/api", progress=False, on_round=seen.append)
+    assert isinstance(result, fuss_ray.RunResult)
+    assert result.out == tmp_path / "runs/api"
+    assert result.final == from_cli["final"]
+    assert [r["round"] for r in result.rounds] == [1, 2]
+    assert [r["round"] for r in seen] == [1, 2]  # each round as it ended
+    assert seen[-1]["val_miou"] == result.rounds[-1]["val_miou"]
+
+
+def test_overrides_as_a_dict_are_the_strings_they_stand_for() -> None:
+    as_strings = fuss_ray.load_config(
+        ROOT / "configs/quickstart.yaml",
+        ["train.rounds=3", "federation.strategy.name=fedprox", "federation.strategy.mu=0.01"],
+    )
+    as_dict = fuss_ray.load_config(
+        ROOT / "configs/quickstart.yaml",
+        {"train.rounds": 3, "federation.strategy.name": "fedprox", "federation.strategy.mu": 0.01},
+    )
+    assert as_dict == as_strings
+    tree = as_strings.to_dict()
+    assert fuss_ray.load_config(tree) == as_strings
+    assert fuss_ray.load_config(as_strings, ["train.rounds=4"]).train.rounds == 4
+
+
+def test_errors_are_raised_in_one_line() -> None:
+    with pytest.raises(UserError, match=r"train\.rounds") as err:
+        fuss_ray.load_config(ROOT / "configs/quickstart.yaml", ["train.rounds=0"])
+    assert "\n" not in str(err.value)
+    with pytest.raises(UserError, match="config file not found"):
+        fuss_ray.load_config("no/such/config.yaml")
+    assert fuss_ray.register_strategy is not None
+    with pytest.raises(AttributeError):
+        _ = fuss_ray.no_such_name  # type: ignore[attr-defined]
