@@ -84,3 +84,16 @@ def test_errors_are_raised_in_one_line() -> None:
     assert fuss_ray.register_strategy is not None
     with pytest.raises(AttributeError):
         _ = fuss_ray.no_such_name  # type: ignore[attr-defined]
+
+
+def test_every_registered_built_in_strategy_is_importable_from_fuss_ray_strategies() -> None:
+    import fuss_ray.strategies as public
+
+    built_in = {
+        name: cls
+        for name, cls in public.STRATEGIES.items()
+        if cls.__module__.startswith("fuss_ray.federation.strategies.")
+    }
+    assert len(built_in) == 9
+    exported = [getattr(public, n) for n in public.__all__]
+    assert all(cls in exported for cls in built_in.values())

@@ -37,7 +37,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("fuss_ray.tracking",),
     ("fuss_ray.simulation",),
     ("fuss_ray.tuning", "fuss_ray.study"),
-    ("fuss_ray.api", "fuss_ray.cli"),
+    ("fuss_ray.api", "fuss_ray.strategies", "fuss_ray.cli"),
     # The package itself: its top-level names are the Python API, imported on first use.
     ("fuss_ray",),
 ]
