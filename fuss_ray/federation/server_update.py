@@ -22,11 +22,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fuss_ray.federation.reduction import Reduced, grid_shifts, reduce_updates, weighted_mean
+from fuss_ray.federation.strategies.base import Strategy, build_strategy
 from fuss_ray.federation.types import CENTROIDS, Arrays, ClientUpdate, ModelState
 
 if TYPE_CHECKING:
     from fuss_ray.config import FederationConfig
-    from fuss_ray.federation.strategies.base import Strategy
 
 VELOCITY = "velocity:"  # the server momentum's keys in a checkpoint's strategy arrays
 
@@ -208,6 +208,4 @@ def build_update(
     raw: dict[str, Any], seed: int = 0, settings: ServerSettings | None = None
 ) -> ServerUpdate:
     """A strategy by its config section, inside a server update (tests, tools, notebooks)."""
-    from fuss_ray.federation.strategies.base import build_strategy
-
     return ServerUpdate(build_strategy(raw, seed), settings)
