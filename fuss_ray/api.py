@@ -10,6 +10,9 @@ raised instead of printed.
     config = fuss_ray.load_config("configs/quickstart.yaml", ["train.rounds=2"])
     result = fuss_ray.run(config, on_round=lambda r: print(r["round"], r["val_miou"]))
     result.final["miou"]
+
+`tune` and `study` run a search file and a study file as `fuss-ray tune` and
+`fuss-ray study` do, and return what those commands print a summary of.
 """
 
 from __future__ import annotations
@@ -96,3 +99,61 @@ def run(
         checked, folder, show_progress=progress, on_round=on_round, resume=resume
     )
     return RunResult(summary, folder)
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    """A study's `study.json` content, and the folder its report and plots are in."""
+
+    study: dict[str, Any]
+    out: Path
+
+    @property
+    def report(self) -> Path:
+        """The Markdown report: paired differences, intervals, tests, learning curves."""
+        return self.out / "report.md"
+
+
+def tune(
+    search: str | Path,
+    overrides: list[str] | Mapping[str, Any] | None = None,
+    *,
+    resume: bool = False,
+    address: str | None = None,
+    verbose: bool = False,
+) -> dict[str, Any]:
+    """Run (or resume) a search file: Optuna on Ray Tune, selecting on validation.
+
+    Returns the search's summary (`best` with its params and validation score, the path of
+    `best_config`, trial counts, the best config's one test run), as `fuss-ray tune`
+    prints it. Overrides: `search.KEY=VALUE` for the search's own settings, any other key
+    for the base run config.
+    """
+    from fuss_ray.tuning import load_search, run_search
+
+    spec = load_search(Path(search), _override_strings(overrides))
+    return run_search(spec, resume=resume, address=address, verbose=verbose)
+
+
+def study(
+    spec_file: str | Path,
+    overrides: list[str] | Mapping[str, Any] | None = None,
+    out: str | Path | None = None,
+    *,
+    resume: bool = False,
+    address: str | None = None,
+    verbose: bool = False,
+) -> StudyResult:
+    """Run (or resume) a study file: strategies x settings x seeds, paired statistics.
+
+    Returns the content of the study's `study.json` (`runs`, `failed`, the paired tests and
+    intervals) and its folder, `out` (default: the study file's `out_dir`/`name`), where
+    the report and plots are.
+    """
+    from fuss_ray.study.run import run_study
+    from fuss_ray.study.spec import load_study
+
+    spec = load_study(Path(spec_file), _override_strings(overrides))
+    folder = resolve_path(Path(out), Path.cwd()) if out is not None else None
+    result = run_study(spec, folder, resume=resume, address=address, verbose=verbose)
+    return StudyResult(result, folder or spec.study.out_dir / spec.study.name)

@@ -10,12 +10,19 @@ that package is installed there:
     # the plugin's pyproject.toml
     [project.entry-points."fuss_ray.strategies"]
     my-strategy = "my_package.my_module"      # a module that registers its classes
+
+A class registered where no other process can import it (in `__main__`, a notebook, a
+script or module beside it that is not installed) travels with the run instead:
+`shipment()` pickles every such class by value (cloudpickle), the run hands the bytes
+to its actors and Tune trials, and `receive()` registers them there before any config is
+checked. Nothing needs installing to try a strategy written in a notebook cell.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
@@ -39,16 +46,36 @@ class Registry(Mapping[str, T], Generic[T]):
         self._key = key
         self._items: dict[str, T] = {}
         self._loaded = False
+        self._loading = False
+        self._local: set[str] = set()  # names no other process finds (see `shipment`)
 
     def register(self, item: T) -> T:
         """Class decorator (or plain call): make `item` available under its name."""
-        self._items[self._key(item)] = item
+        name = self._key(item)
+        self._items[name] = item
+        module = str(getattr(item, "__module__", "__main__"))
+        if self._loading or module.startswith("fuss_ray."):
+            self._local.discard(name)  # fuss-ray's own, or a plugin's entry point
+        else:
+            self._local.add(name)  # __main__, a notebook, a module beside them
         return item
+
+    def local_items(self) -> list[T]:
+        """What was registered here from outside fuss-ray and its plugins' entry points:
+        classes another process cannot find by importing anything."""
+        return [self._items[name] for name in sorted(self._local)]
 
     def _load(self) -> None:
         if self._loaded:
             return
         self._loaded = True
+        self._loading = True
+        try:
+            self._load_all()
+        finally:
+            self._loading = False
+
+    def _load_all(self) -> None:
         importlib.import_module(self.builtin_package)
         for point in entry_points(group=self.group):
             try:
@@ -89,3 +116,37 @@ DATASETS: Registry[Any] = Registry("fuss_ray.datasets", "fuss_ray.data.sources",
 STRATEGIES: Registry[Any] = Registry(
     "fuss_ray.strategies", "fuss_ray.federation.strategies", _strategy_name
 )
+
+_REGISTRIES: dict[str, Registry[Any]] = {r.group: r for r in (DATASETS, STRATEGIES)}
+
+
+def shipment() -> bytes | None:
+    """Every registered class that other processes could not import, pickled by value
+    with its registry's name; None where there is none (the usual case)."""
+    local = [
+        (group, item) for group, registry in _REGISTRIES.items() for item in registry.local_items()
+    ]
+    if not local:
+        return None
+    import cloudpickle
+
+    modules = {item.__module__ for _, item in local} - {"__main__"}
+    by_value = [sys.modules[m] for m in modules if m in sys.modules]
+    for module in by_value:  # a local file's classes travel as code, not as an import
+        cloudpickle.register_pickle_by_value(module)
+    try:
+        blob: bytes = cloudpickle.dumps(local)
+    finally:
+        for module in by_value:
+            cloudpickle.unregister_pickle_by_value(module)
+    return blob
+
+
+def receive(blob: bytes | None) -> None:
+    """Register the classes of a `shipment()` in this process's registries."""
+    if blob is None:
+        return
+    import pickle
+
+    for group, item in pickle.loads(blob):
+        _REGISTRIES[group].register(item)

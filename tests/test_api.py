@@ -97,3 +97,74 @@ def test_every_registered_built_in_strategy_is_importable_from_fuss_ray_strategi
     assert len(built_in) == 9
     exported = [getattr(public, n) for n in public.__all__]
     assert all(cls in exported for cls in built_in.values())
+
+
+def _in_main(source: str) -> Any:
+    """The class a notebook cell (or a script's __main__) defines: module `__main__`, so
+    no other process can import it."""
+    scope: dict[str, Any] = {"__name__": "__main__"}
+    exec(source, scope)  # the test's own fixed source
+    return scope["Renamed"]
+
+
+def test_a_subclass_that_only_renames_needs_no_params_class() -> None:
+    from fuss_ray.strategies import STRATEGIES, FedProx
+
+    cls = _in_main(
+        "from fuss_ray.strategies import FedProx\n"
+        "class Renamed(FedProx):\n"
+        "    name = 'prox-renamed'\n"
+    )
+    params = cls.Params.model_validate({"name": "prox-renamed", "mu": 0.5})
+    assert params.mu == 0.5 and issubclass(cls.Params, FedProx.Params)
+    with pytest.raises(ValueError):
+        cls.Params.model_validate({"name": "fedprox"})  # its own name, not its parent's
+    with pytest.raises(ValueError):
+        cls.Params.model_validate({"name": "prox-renamed", "no_such": 1})
+    assert FedProx.Params.model_validate({"name": "fedprox"}).name == "fedprox"
+    assert "prox-renamed" not in STRATEGIES  # defined, not registered
+
+
+def test_a_strategy_defined_in_main_runs_on_ray_and_equals_fedavg_bit_for_bit(
+    cache_dir: Path, tmp_path: Path, ray_session: None
+) -> None:
+    import numpy as np
+
+    from fuss_ray.plugins import STRATEGIES, shipment
+    from tests.conftest import tiny_config_dict
+
+    assert shipment() is None  # nothing local registered: nothing travels
+    cls = _in_main(
+        "import fuss_ray\n"
+        "from fuss_ray.strategies import FedAvg\n"
+        "@fuss_ray.register_strategy\n"
+        "class Renamed(FedAvg):\n"
+        "    name = 'fedavg-from-main'\n"
+    )
+    try:
+        assert cls.__module__ == "__main__" and shipment() is not None
+
+        def run(strategy: str, executor: str) -> fuss_ray.RunResult:
+            tree = tiny_config_dict(
+                cache_dir,
+                **{
+                    "tracking": False,
+                    "federation.strategy": strategy,
+                    "federation.executor": executor,
+                    "federation.num_cpus": 0.5,
+                },
+            )
+            config = fuss_ray.load_config(tree)
+            return fuss_ray.run(config, tmp_path / f"{strategy}-{executor}", progress=False)
+
+        mine, fedavg = run("fedavg-from-main", "ray"), run("fedavg", "sequential")
+        assert mine.summary["strategy"] == "fedavg-from-main"
+        assert mine.final == fedavg.final
+        a, b = np.load(mine.out / "final_state.npz"), np.load(fedavg.out / "final_state.npz")
+        with a, b:
+            assert sorted(a.files) == sorted(b.files)
+            for key in a.files:
+                assert np.array_equal(a[key], b[key]), key
+    finally:
+        STRATEGIES._items.pop("fedavg-from-main", None)
+        STRATEGIES._local.discard("fedavg-from-main")

@@ -195,11 +195,11 @@ def test_every_readme_command_runs_as_written(tmp_path: Path) -> None:
 
 
 def readme_python(readme: Path = ROOT / "README.md") -> str:
-    """The "From Python" section's code block."""
+    """The "From Python" section's code blocks, in order, as one script."""
     section = readme.read_text().split("\n## From Python", 1)[1].split("\n## ", 1)[0]
-    block = re.search(r"```python\n(.*?)```", section, re.S)
-    assert block is not None, "README: 'From Python' has no python block"
-    return block[1]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert blocks, "README: 'From Python' has no python block"
+    return "\n".join(blocks)
 
 
 # The snippet runs as written, from a fresh copy; only `load_config` gets the same shrink
@@ -212,6 +212,11 @@ def _shrunk(source, overrides=None):
     return _load(config, {SETS!r})
 fuss_ray.api.load_config = _shrunk
 """
+# After the snippet: the strategy it defines is registered, under its own settings.
+PYTHON_POSTLUDE = """
+from fuss_ray.plugins import STRATEGIES
+print("registered", STRATEGIES["half-step"].Params.model_validate({"name": "half-step"}).name)
+"""
 
 
 @pytest.mark.slow
@@ -219,12 +224,13 @@ def test_the_readme_python_snippet_runs_as_written(tmp_path: Path) -> None:
     repo = fresh_copy(tmp_path / "fuss-ray")
     home = tmp_path / "home"
     home.mkdir()
-    code = PYTHON_PRELUDE.replace("{SETS!r}", repr(SHRINK_RUN)) + readme_python()
-    (tmp_path / "snippet.py").write_text(code)
+    prelude = PYTHON_PRELUDE.replace("{SETS!r}", repr(SHRINK_RUN))
+    (tmp_path / "snippet.py").write_text(prelude + readme_python() + PYTHON_POSTLUDE)
     out = shell(f"python {tmp_path / 'snippet.py'}", repo, _env(home), timeout=900)
     lines = out.strip().splitlines()
-    reported = [line.split()[0] for line in lines[:-1] if re.fullmatch(r"\d+ \S+", line)]
+    assert lines[-1] == "registered half-step"
+    reported = [line.split()[0] for line in lines[:-2] if re.fullmatch(r"\d+ \S+", line)]
     assert reported == ["1", "2"]  # on_round, once per round, between progress lines
-    miou, rounds = lines[-1].split()
+    miou, rounds = lines[-2].split()
     assert 0.0 <= float(miou) <= 100.0 and rounds == "2"
     assert (repo / "runs/from-python/summary.json").is_file()

@@ -149,13 +149,13 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _tune(args: argparse.Namespace) -> int:
-    from fuss_ray.tuning import load_search, run_search
+    from fuss_ray.api import tune
 
-    spec = load_search(args.config, args.overrides)
-    summary = run_search(
-        spec,
+    summary = tune(
+        args.config,
+        args.overrides,
         resume=args.resume,
-        address=args.address or os.environ.get("RAY_ADDRESS"),
+        address=args.address,
         verbose=args.verbose,
     )
     print(json.dumps(summary))
@@ -163,28 +163,24 @@ def _tune(args: argparse.Namespace) -> int:
 
 
 def _study(args: argparse.Namespace) -> int:
-    from fuss_ray.config import resolve_path
-    from fuss_ray.study.run import run_study
-    from fuss_ray.study.spec import load_study
+    from fuss_ray.api import study
 
-    spec = load_study(args.config, args.overrides)
-    out = resolve_path(args.out, Path.cwd()) if args.out is not None else None
-    study = run_study(
-        spec,
-        out,
+    result = study(
+        args.config,
+        args.overrides,
+        args.out,
         resume=args.resume,
-        address=args.address or os.environ.get("RAY_ADDRESS"),
+        address=args.address,
         verbose=args.verbose,
     )
-    folder = out or spec.study.out_dir / spec.study.name
     print(
         json.dumps(
             {
-                "name": study["name"],
-                "runs": len(study["runs"]),
-                "failed": len(study["failed"]),
-                "study": str(folder / "study.json"),
-                "report": str(folder / "report.md"),
+                "name": result.study["name"],
+                "runs": len(result.study["runs"]),
+                "failed": len(result.study["failed"]),
+                "study": str(result.out / "study.json"),
+                "report": str(result.report),
             }
         )
     )

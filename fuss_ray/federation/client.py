@@ -38,6 +38,7 @@ from fuss_ray.federation.strategies import strategy_for
 from fuss_ray.federation.types import CENTROIDS, Arrays, Broadcast, ClientUpdate
 from fuss_ray.losses import CorrespondenceLoss
 from fuss_ray.models.head import FussModel, load_model_state, model_state
+from fuss_ray.plugins import receive
 from fuss_ray.seeds import Stream, seed_stream
 
 CLIENT_GROUP = "client:"  # checkpoint groups: what each client's objective keeps
@@ -62,6 +63,9 @@ class HostSpec:
     # {"seed": int, "num_images": int, "shape": [D, h, w], "block": int}. For benchmarks
     # and tests of the executors that need no dataset (see features/generated.py).
     generated: dict[str, Any] | None = None
+    # Strategies (and datasets) registered where the host cannot import them, by value
+    # (`fuss_ray.plugins.shipment`): a class written in the user's notebook or __main__.
+    shipped: bytes | None = None
 
 
 def client_seed(seed: int, client_id: int, server_round: int) -> int:
@@ -114,6 +118,7 @@ class ClientHost:
     def __init__(self, spec: HostSpec) -> None:
         torch.set_num_threads(spec.threads)
         reuse_freed_memory()
+        receive(spec.shipped)  # before the config is checked: it may name a shipped class
         self.config = RunConfig.model_validate(spec.config)
         self.spec = spec
         fed = self.config.federation

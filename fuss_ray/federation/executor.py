@@ -190,12 +190,10 @@ def connect_ray(fed: FederationConfig) -> None:
     an address Ray would join any cluster it finds running on this machine (one left by
     `ray start`, say); fuss-ray starts its own instead, as documented.
     """
-    import os
-
     from fuss_ray.federation.local_ray import init_ray
 
     init_ray(
-        fed.ray_address or os.environ.get("RAY_ADDRESS"),
+        fed.ray_address,
         include_dashboard=False,
         logging_level=logging.ERROR,
         log_to_driver=False,

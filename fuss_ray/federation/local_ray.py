@@ -108,11 +108,13 @@ def reap_orphans() -> int:
 
 
 def init_ray(address: str | None, **kwargs: Any) -> None:
-    """Join the cluster at `address`, or start a local Ray and keep a record of it."""
+    """Join the cluster at `address` (else at `RAY_ADDRESS`, as `ray job submit` and Ray's
+    own tools set it), or start a local Ray and keep a record of it."""
     import ray
 
     if ray.is_initialized():
         return
+    address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
         ray.init(address=address, **kwargs)
         return

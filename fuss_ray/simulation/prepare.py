@@ -18,6 +18,7 @@ from fuss_ray.features.cache import FeatureStore, ensure_features
 from fuss_ray.federation.client import HostSpec, build_model
 from fuss_ray.federation.strategies import strategy_for
 from fuss_ray.models.head import ModelState, model_state
+from fuss_ray.plugins import shipment
 
 
 @dataclass
@@ -116,6 +117,7 @@ def host_spec(config: RunConfig, prepared: Prepared, restore_dir: Path | None = 
         store_path=str(prepared.train_store.path),
         clients={cid: idx.tolist() for cid, idx in enumerate(prepared.partition.clients)},
         restore_dir=str(restore_dir.resolve()) if restore_dir is not None else None,
+        shipped=shipment(),
     )
 
 

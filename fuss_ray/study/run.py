@@ -19,6 +19,7 @@ from typing import Any
 from fuss_ray.config import RunConfig, validate_config
 from fuss_ray.errors import SimulationError, UserError
 from fuss_ray.io import write_json
+from fuss_ray.plugins import receive, shipment
 from fuss_ray.study.report import write_report
 from fuss_ray.study.spec import (
     PlannedRun,
@@ -57,6 +58,7 @@ def _study_trainable(params: dict[str, Any]) -> None:
 
     from fuss_ray.simulation import run_simulation
 
+    receive(params.get("_shipped"))  # strategies written in the user's __main__
     planned = params["_run"]
     config = validate_config(planned["config"])
     out = Path(params["_out"]) / "runs" / planned["id"]
@@ -133,10 +135,16 @@ def _run_pending(
     runs = [{"id": p.run_id, "name": p.name, "config": c.to_dict()} for p, c in pending]
     tuner = tune.Tuner(
         tune.with_resources(_study_trainable, resources),
-        param_space={"_run": tune.grid_search(runs), "_out": str(out), "_parent": parent},
+        param_space={
+            "_run": tune.grid_search(runs),
+            "_out": str(out),
+            "_parent": parent,
+            "_shipped": shipment(),
+        },
         tune_config=tune.TuneConfig(
             num_samples=1,
             max_concurrent_trials=spec.study.max_concurrent,
+            reuse_actors=True,  # one process per slot, not per run (see tuning/search.py)
             trial_dirname_creator=lambda trial: str(trial.trial_id),
         ),
         run_config=tune.RunConfig(

@@ -31,6 +31,7 @@ from fuss_ray.config import (
 )
 from fuss_ray.errors import SimulationError, UserError
 from fuss_ray.io import atomic_path, write_json
+from fuss_ray.plugins import receive, shipment
 from fuss_ray.tracking.mlflow_tracker import close_parent_run, open_parent_run
 from fuss_ray.tuning.space import DefineByRun, ParamSpec, example_values, order_space
 
@@ -206,6 +207,7 @@ def _trainable(params: dict[str, Any]) -> None:
     """One trial: a full simulation that reports after every round."""
     from ray import tune
 
+    receive(params.get("_shipped"))  # strategies written in the user's __main__
     config = selection_only(trial_config(params["_base"], params, Path(params["_base_dir"])))
     trial_id = tune.get_context().get_trial_id()
     out = Path(params["_out_dir"]) / "trials" / str(trial_id)
@@ -349,6 +351,7 @@ def _new_tuner(spec: SearchSpec, trainable: Any, out: Path, parent: str | None) 
             "_base_dir": str(spec.base_dir),
             "_out_dir": str(out),
             "_parent_run_id": parent,
+            "_shipped": shipment(),
         },
         tune_config=tune.TuneConfig(
             search_alg=tune.search.ConcurrencyLimiter(searcher, settings.max_concurrent),
@@ -356,6 +359,10 @@ def _new_tuner(spec: SearchSpec, trainable: Any, out: Path, parent: str | None) 
             metric=f"val_{settings.metric}",
             mode="max",
             num_samples=settings.num_samples,
+            # A trial's process serves the next trial of the same resources: its imports
+            # (torch, MLflow, fuss-ray: seconds of a core) are paid once per slot, not per
+            # trial. Every run seeds itself, so the numbers are those of fresh processes.
+            reuse_actors=True,
             trial_dirname_creator=_trial_dirname,
         ),
         run_config=tune.RunConfig(name=settings.name, storage_path=str(out / "tune"), verbose=0),

@@ -16,7 +16,9 @@ import pytest
 import yaml
 from scipy.stats import bootstrap, wilcoxon
 
+from fuss_ray.config import validate_config
 from fuss_ray.errors import UserError
+from fuss_ray.simulation import run_simulation
 from fuss_ray.study.spec import load_study, planned_runs
 
 from ..conftest import chromium_or_skip, kill_when, tiny_config_dict
@@ -166,6 +168,17 @@ def test_a_study_killed_then_resumed_finishes_and_its_statistics_hold(
         assert len(r["val_curve"]) == budget["model_steps"] // budget["local_steps_per_round"]
         assert r["val_curve"][-1] == r["val_miou"]
     _recompute(study)
+    # Trial processes serve several runs (Tune's reuse_actors): a run that was not the
+    # first in its process gives, bit for bit, what a process of its own gives.
+    summaries = sorted(folder.glob("runs/*/*/*/summary.json"), key=lambda p: p.stat().st_mtime)
+    last = json.loads(summaries[-1].read_text())
+    again = run_simulation(
+        validate_config({**last["config"], "tracking": False}),
+        small_study.folder.parent / "again",
+        show_progress=False,
+    )
+    assert again["final"] == last["final"] and again["val"] == last["val"]
+    assert [r["val_miou"] for r in again["rounds"]] == [r["val_miou"] for r in last["rounds"]]
     report = (folder / "report.md").read_text()
     assert "Paired differences to `fedavg`" in report and "fuss-maximin" in report
     assert (folder / "miou-vs-partition.alpha.png").read_bytes()[:4] == b"\x89PNG"

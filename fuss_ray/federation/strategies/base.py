@@ -10,11 +10,11 @@ federation's (`fuss_ray.federation.server_update`).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, create_model
 
 from fuss_ray.federation.objective import ClientObjective
 from fuss_ray.federation.reduction import Reduced
@@ -74,6 +74,20 @@ class Strategy(ABC, Generic[P]):
 
     name: ClassVar[str]
     Params: ClassVar[type[StrategyParams]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A subclass that names itself and writes no `Params` gets its parent's settings
+        under its own name: `class Mine(FedAvg): name = "mine"` is a whole strategy."""
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__ and "Params" not in cls.__dict__:
+            parent: type[StrategyParams] = getattr(cls, "Params", StrategyParams)
+            params: Any = create_model(
+                f"{cls.__name__}Params",
+                __base__=parent,
+                __module__=cls.__module__,
+                name=(Literal[cls.name], cls.name),  # type: ignore[arg-type]
+            )
+            cls.Params = params
 
     def __init__(self, params: P, seed: int = 0) -> None:
         self.params = params
