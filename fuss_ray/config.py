@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fuss_ray.errors import UserError
-from fuss_ray.plugins import STRATEGIES
+from fuss_ray.plugins import DATASETS, STRATEGIES
 
 
 class _Strict(BaseModel):
@@ -55,9 +55,11 @@ class _Strict(BaseModel):
 class DataConfig(_Strict):
     """Where images and masks come from."""
 
-    dataset: Literal[
-        "synthetic", "folder", "cityscapes", "cocostuff", "potsdam", "packaged-real"
-    ] = "synthetic"
+    dataset: str = Field(
+        "synthetic",
+        description="a registered adapter (fuss_ray.plugins.DATASETS): synthetic, folder, "
+        "cityscapes, cocostuff, potsdam, packaged-real, or a plugin's",
+    )
     root: Path | None = Field(
         None,
         description="folder: holds images/ and masks/; cityscapes, cocostuff, potsdam: "
@@ -96,6 +98,15 @@ class DataConfig(_Strict):
     strict: bool = Field(
         False, description="folder: a corrupt image is an error instead of a counted skip"
     )
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset_known(cls, v: str) -> str:
+        """Names come from the registry, so an adapter in a module of its own (or a
+        plugin) needs no edit here."""
+        if v not in DATASETS:
+            raise ValueError(f"must be one of: {', '.join(sorted(DATASETS))}")
+        return v
 
     @field_validator("regions")
     @classmethod
