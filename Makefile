@@ -17,8 +17,11 @@ install: $(VENV)/.installed
 quickstart: $(VENV)/.installed
 	$(VENV)/bin/fuss-ray run configs/quickstart.yaml
 
+# Two workers: much of a test is waiting (Ray starting, subprocesses, servers), so two keep
+# two cores busy. A module's tests stay on one worker, which sets up its fixtures once.
+TEST_WORKERS ?= 2
 test: $(VENV)/.installed
-	$(PY) -m pytest -q --durations=25
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope --durations=25
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check fuss_ray tests tools

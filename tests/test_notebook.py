@@ -32,11 +32,13 @@ def test_the_notebook_is_committed_without_outputs() -> None:
 
 @pytest.mark.slow
 def test_the_notebook_runs_two_strategies_and_one_of_its_own_on_ray(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ray_join: dict[str, str]
 ) -> None:
     repo = fresh_copy(tmp_path / "fuss-ray")
-    for key in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "VIRTUAL_ENV"):
+    for key in ("MLFLOW_TRACKING_URI", "VIRTUAL_ENV"):
         monkeypatch.delenv(key, raising=False)
+    for key, value in ray_join.items():  # the kernel joins the tests' Ray
+        monkeypatch.setenv(key, value)
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     path = repo / "examples" / "quickstart.ipynb"

@@ -120,12 +120,16 @@ class SmallStudy:
 
 @pytest.fixture(scope="module")
 def small_study(
-    cache_dir: Path, mlflow_server: str, tmp_path_factory: pytest.TempPathFactory
+    cache_dir: Path,
+    mlflow_server: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    ray_join: dict[str, str],
 ) -> SmallStudy:
-    """12 runs logged to a real MLflow server: killed after two runs, then resumed."""
+    """12 runs logged to a real MLflow server: killed after two runs, then resumed, both
+    on the tests' Ray (the kill takes the driver; the cluster lives on, as on a cluster)."""
     tmp_path = tmp_path_factory.mktemp("study")
     path = _study_file(tmp_path, cache_dir, uri=mlflow_server)
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env = {**os.environ, **ray_join}
     cmd = [sys.executable, "-m", "fuss_ray.cli.main", "study", str(path)]
     proc = subprocess.Popen(
         cmd,
