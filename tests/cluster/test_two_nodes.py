@@ -5,6 +5,7 @@ would on a real cluster; its actors are spread over both nodes, then the worker 
 killed mid-run and the run must finish exactly as a failure-free one.
 """
 
+import contextlib
 import json
 import os
 import signal
@@ -46,14 +47,16 @@ def _node(args: list[str], log: Path) -> subprocess.Popen[bytes]:
     )
 
 
-def _stop(node: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+def _stop(node: subprocess.Popen[bytes], sig: int = signal.SIGTERM, wait_s: float = 5) -> None:
+    """Stop a node's process group; what has not exited within `wait_s` is killed (Ray's
+    graceful stop of an idle node otherwise takes about half a minute)."""
     if node.poll() is None:
         os.killpg(node.pid, sig)
-        try:
-            node.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(node.pid, signal.SIGKILL)
-            node.wait()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            node.wait(timeout=wait_s)
+    with contextlib.suppress(ProcessLookupError):  # the rest of its group, whatever is left
+        os.killpg(node.pid, signal.SIGKILL)
+    node.wait()
 
 
 @pytest.fixture
