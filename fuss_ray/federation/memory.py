@@ -88,7 +88,7 @@ def estimate_memory(
         per_host += ONLINE_BACKBONE + sum(sizes[:per_actor]) * d * h * w * 4
     side = config.features.label_size
     driver = DRIVER + 4 * state_bytes + eval_images * side * side
-    if None not in strategy.scored_models({}, {}, sorted(spec.clients)):
+    if None not in strategy.run_shape().scored_models({}, {}, sorted(spec.clients)):
         driver += len(spec.clients) * state_bytes  # the server scores every client's model
     shared = SHARED_LIBS + (RAY_SYSTEM if start_local_ray else 0)
     return MemoryEstimate(hosts, per_host, len(spec.clients), client_bytes, driver, shared)

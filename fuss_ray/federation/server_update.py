@@ -61,7 +61,7 @@ class ServerUpdate:
 
     def _head_rule(self) -> str:
         """mean, median or trimmed_mean; `own` where clients keep their own heads."""
-        return self.strategy.head_rule(self.settings.head_aggregation)
+        return self.strategy.run_shape().head_rule(self.settings.head_aggregation)
 
     def summand_references(self, global_state: ModelState) -> dict[str, NDArray[Any]]:
         """Every summed key with an array of its scale, from which the grid is fixed."""

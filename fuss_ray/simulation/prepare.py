@@ -44,16 +44,16 @@ class Prepared:
 
 
 def shaped_config(config: RunConfig) -> RunConfig:
-    """The run as its strategy trains it (`Strategy.shape_run`: centralised training's
+    """The run as its strategy trains it (`RunShape.config`: centralised training's
     step budget); what `summary.json` and the round loop see."""
-    return strategy_for(config).shape_run(config)
+    return strategy_for(config).run_shape().config(config)
 
 
 def simulated_clients(config: RunConfig) -> int:
-    """How many clients the run holds (`Strategy.shape_partition`: one for centralised
+    """How many clients the run holds (`RunShape.partition`: one for centralised
     training), without reading any data."""
     k = config.partition.num_clients
-    sizes = strategy_for(config).shape_partition(Partition([np.zeros(0, np.int64)] * k), 0)
+    sizes = strategy_for(config).run_shape().partition(Partition([np.zeros(0, np.int64)] * k), 0)
     return sizes.num_clients
 
 
@@ -67,7 +67,7 @@ def prepare_partition(config: RunConfig) -> tuple[Partition, np.ndarray, list[st
     hist = label_histograms(train, config.features.label_size)
     groups = [train.group(i) for i in range(len(train))]
     partition = make_partition(config.partition, hist, groups, config.seed)
-    partition = strategy_for(config).shape_partition(partition, len(train))
+    partition = strategy_for(config).run_shape().partition(partition, len(train))
     ids = [train.image_id(i) for i in range(len(train))]
     return partition, hist, ids, splits
 

@@ -60,7 +60,7 @@ def set_up(config: RunConfig, out_dir: Path, resume: bool, show_progress: bool) 
     asked = config.digest()
     strategy = strategy_for(config)  # its settings are checked before any data is read
     check_async(config, strategy)
-    config = strategy.shape_run(config)
+    config = strategy.run_shape().config(config)
     ckpt_root = out_dir / "checkpoints"
     restored = checkpoint_to_resume(config, out_dir) if resume else None
     prepared = prepare(config, show_progress)

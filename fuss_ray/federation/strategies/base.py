@@ -31,6 +31,7 @@ __all__ = [
     "Arrays",
     "ClientUpdate",
     "ModelState",
+    "RunShape",
     "Strategy",
     "StrategyParams",
     "async_strategies",
@@ -50,6 +51,46 @@ class StrategyParams(BaseModel):
 P = TypeVar("P", bound=StrategyParams)
 
 
+class RunShape:
+    """What a run holds and how it is scored, where a strategy changes that.
+
+    A federation (this default) trains the partition's clients, merges their heads by the
+    configured rule and is scored on its global model. Centralised training (a `Pooled`
+    shape, `centralized.py`) holds one client with every image and its own step budget;
+    local-only training (`OwnModels`, `local.py`) merges nothing and is scored on each
+    client's own model. The run's preparation, server and scoring ask the shape, never a
+    strategy's name.
+    """
+
+    def config(self, config: RunConfig) -> RunConfig:
+        """The run as this strategy trains it (centralised training: its step budget)."""
+        return config
+
+    def partition(self, partition: Partition, num_images: int) -> Partition:
+        """The clients the run holds, of `num_images` training images."""
+        return partition
+
+    def budget(self) -> dict[str, Any]:
+        """What `summary.json`'s `budget` records about the strategy's own step budget."""
+        return {}
+
+    def head_rule(self, configured: str) -> str:
+        """How the head is merged: the federation's rule, or `own` where every client
+        keeps its own head and nothing global moves."""
+        return configured
+
+    def client_models(self, reduced: Reduced) -> dict[int, ModelState]:
+        """The accepted clients' models the server keeps for scoring."""
+        return {}
+
+    def scored_models(
+        self, global_state: ModelState, client_states: dict[int, ModelState], client_ids: list[int]
+    ) -> dict[int | None, ModelState]:
+        """The models the run is scored on: the global one (key None), or every client's
+        own (the mean over clients is then the run's score)."""
+        return {None: global_state}
+
+
 class Strategy(ABC, Generic[P]):
     """A federation strategy: what a client adds to its objective, and how the centroids
     of a round's clients become the next global centroids.
@@ -65,9 +106,8 @@ class Strategy(ABC, Generic[P]):
       what the server needs client by client (`per_client`, FedCC's centroid pool); on the
       server, `reduce_centroids` from the merged contributions;
     - asynchronously (FedBuff), `async_centroids` and `buffer_centroids`;
-    - `state_dict` / `load_state_dict` for what it carries between rounds.
-    Strategies that change the run itself (centralised training pools the data,
-    local-only scores each client's own model) say so with the hooks at the end.
+    - `state_dict` / `load_state_dict` for what it carries between rounds;
+    - `run_shape()`, only where the strategy changes the run itself (`RunShape`).
     A new strategy is one module in this package (or in a plugin, see `fuss_ray.plugins`):
     its `Params`, its `reduce_centroids`, and whichever hooks it needs.
     """
@@ -154,38 +194,14 @@ class Strategy(ABC, Generic[P]):
         """The next centroids from a full buffer (weights and contributions, in order)."""
         raise NotImplementedError(f"{self.name} does not run asynchronously")
 
-    # Strategies that change the run itself -------------------------------------------
+    # A strategy that changes the run itself (centralised training pools the data,
+    # local-only scores each client's own model) says so with its own `RunShape`.
 
-    def head_rule(self, configured: str) -> str:
-        """How the head is merged: the federation's rule, or `own` where every client
-        keeps its own head and nothing global moves (local-only training)."""
-        return configured
-
-    def shape_run(self, config: RunConfig) -> RunConfig:
-        """The run as this strategy trains it (centralised training: its step budget)."""
-        return config
-
-    def shape_partition(self, partition: Partition, num_images: int) -> Partition:
-        """The clients the run holds, of `num_images` training images (centralised
-        training: one client holding every image)."""
-        return partition
-
-    def scored_models(
-        self, global_state: ModelState, client_states: dict[int, ModelState], client_ids: list[int]
-    ) -> dict[int | None, ModelState]:
-        """The models the run is scored on: the global one (key None), or every client's
-        own (local-only; the mean over clients is the run's score)."""
-        return {None: global_state}
-
-    def client_models(self, reduced: Reduced) -> dict[int, ModelState]:
-        """The accepted clients' models the server keeps for scoring (local-only)."""
-        return {}
+    def run_shape(self) -> RunShape:
+        """How the run differs from a federation's (by default it does not)."""
+        return RunShape()
 
     supports_async: ClassVar[bool] = False  # True where the two async hooks are defined
-
-    def budget_note(self) -> dict[str, Any]:
-        """What `summary.json`'s `budget` records about the strategy's own step budget."""
-        return {}
 
     def runs_asynchronously(self) -> bool:
         """Whether the strategy has an asynchronous form (see `async_centroids`)."""

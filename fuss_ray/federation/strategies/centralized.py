@@ -12,6 +12,7 @@ from fuss_ray.federation.reduction import Reduced
 from fuss_ray.federation.strategies.base import (
     CENTROIDS,
     ClientUpdate,
+    RunShape,
     Strategy,
     StrategyParams,
     register_strategy,
@@ -28,15 +29,13 @@ class CentralizedParams(StrategyParams):
     budget: Literal["per_model", "total"] = "per_model"
 
 
-@register_strategy
-class Centralized(Strategy[CentralizedParams]):
-    """One client holds everything; a round is `local_steps` more steps on it (`budget:
-    per_model`, the default), or K x `local_steps` (`budget: total`)."""
+class Pooled(RunShape):
+    """One client holding every training image, trained for its budget."""
 
-    name = "centralized"
-    Params = CentralizedParams
+    def __init__(self, budget: str) -> None:
+        self.budget_kind = budget
 
-    def shape_run(self, config: RunConfig) -> RunConfig:
+    def config(self, config: RunConfig) -> RunConfig:
         """Its steps per round, by its `budget`.
 
         `per_model` (the default, the paper's reference): local_steps, so the scored model
@@ -45,16 +44,28 @@ class Centralized(Strategy[CentralizedParams]):
         of the steps the federated runs spend. Which one a gap to centralised training
         means depends on this choice; `summary.json`'s `budget` records it.
         """
-        k = 1 if self.params.budget == "per_model" else config.partition.num_clients
+        k = 1 if self.budget_kind == "per_model" else config.partition.num_clients
         train = config.train.model_copy(update={"local_steps": config.train.local_steps * k})
         return config.model_copy(update={"train": train})
 
-    def budget_note(self) -> dict[str, Any]:
-        return {"centralized": self.params.budget}
-
-    def shape_partition(self, partition: Partition, num_images: int) -> Partition:
+    def partition(self, partition: Partition, num_images: int) -> Partition:
         """One client holding every training image."""
         return Partition([np.arange(num_images, dtype=np.int64)])
+
+    def budget(self) -> dict[str, Any]:
+        return {"centralized": self.budget_kind}
+
+
+@register_strategy
+class Centralized(Strategy[CentralizedParams]):
+    """One client holds everything; a round is `local_steps` more steps on it (`budget:
+    per_model`, the default), or K x `local_steps` (`budget: total`)."""
+
+    name = "centralized"
+    Params = CentralizedParams
+
+    def run_shape(self) -> Pooled:
+        return Pooled(self.params.budget)
 
     def per_client(self, update: ClientUpdate) -> dict[str, NDArray[Any]]:
         return {CENTROIDS: update.state[CENTROIDS]}

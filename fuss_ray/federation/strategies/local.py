@@ -11,6 +11,7 @@ from fuss_ray.federation.objective import ClientObjective, LocalRun
 from fuss_ray.federation.reduction import Reduced
 from fuss_ray.federation.strategies.base import (
     ModelState,
+    RunShape,
     Strategy,
     StrategyParams,
     register_strategy,
@@ -30,6 +31,23 @@ class OwnModel(ClientObjective):
         return dict(trained), {}
 
 
+class OwnModels(RunShape):
+    """Nothing is averaged: each client's whole state goes back to the server, which
+    scores every client on its own model, and no global model moves."""
+
+    def head_rule(self, configured: str) -> str:
+        return "own"
+
+    def client_models(self, reduced: Reduced) -> dict[int, ModelState]:
+        return {r.client_id: reduced.per_client[r.client_id] for r in reduced.accepted()}
+
+    def scored_models(
+        self, global_state: ModelState, client_states: dict[int, ModelState], client_ids: list[int]
+    ) -> dict[int | None, ModelState]:
+        """Every client's own model (the initial global one for a client never trained)."""
+        return {c: client_states.get(c, global_state) for c in client_ids}
+
+
 class LocalParams(StrategyParams):
     name: Literal["local"] = "local"
 
@@ -44,19 +62,8 @@ class LocalOnly(Strategy[LocalParams]):
     def client_objective(self) -> OwnModel:
         return OwnModel()
 
-    # Nothing is averaged: each client's whole state goes back to the server, which scores
-    # every client on its own model, and no global model moves.
-    def head_rule(self, configured: str) -> str:
-        return "own"
-
-    def client_models(self, reduced: Reduced) -> dict[int, ModelState]:
-        return {r.client_id: reduced.per_client[r.client_id] for r in reduced.accepted()}
-
-    def scored_models(
-        self, global_state: ModelState, client_states: dict[int, ModelState], client_ids: list[int]
-    ) -> dict[int | None, ModelState]:
-        """Every client's own model (the initial global one for a client never trained)."""
-        return {c: client_states.get(c, global_state) for c in client_ids}
+    def run_shape(self) -> OwnModels:
+        return OwnModels()
 
     def reduce_centroids(
         self, global_centroids: NDArray[np.float32], reduced: Reduced, server_round: int

@@ -55,15 +55,17 @@ def test_special_strategies_say_what_they_are_in_their_own_hooks() -> None:
     mine = update(3, 4, [[1, 2]], head=5.0)
     assert local.aggregate(g, [mine], 1)["head.w"].tolist() == g["head.w"].tolist()
     reduced = reduce_updates(local, g, local.grid(g, 4), [mine], None)
-    kept = local.strategy.client_models(reduced)
+    kept = local.strategy.run_shape().client_models(reduced)
     assert list(kept) == [3] and kept[3]["head.w"].tolist() == [5.0, 5.0]
-    scored = local.strategy.scored_models(g, kept, [1, 3])
+    scored = local.strategy.run_shape().scored_models(g, kept, [1, 3])
     assert scored[1] is g and scored[3] is kept[3]
-    assert list(build_strategy({"name": "fedavg"}, 0).scored_models(g, kept, [1, 3])) == [None]
+    assert list(
+        build_strategy({"name": "fedavg"}, 0).run_shape().scored_models(g, kept, [1, 3])
+    ) == [None]
     central = build_strategy({"name": "centralized"}, 0)
-    pooled = central.shape_partition(Partition([np.array([0, 2]), np.array([1])]), 3)
+    pooled = central.run_shape().partition(Partition([np.array([0, 2]), np.array([1])]), 3)
     assert [c.tolist() for c in pooled.clients] == [[0, 1, 2]]
-    assert central.budget_note() == {"centralized": "per_model"}
+    assert central.run_shape().budget() == {"centralized": "per_model"}
     assert not central.runs_asynchronously() and not local.strategy.runs_asynchronously()
     assert build_strategy({"name": "ot-match"}, 0).runs_asynchronously()
     only = update(0, 4, [[1, 2]], head=5.0)
