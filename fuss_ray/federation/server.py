@@ -175,6 +175,7 @@ class Server:
     ) -> None:
         self.config = config
         self.strategy = strategy
+        self.shape = strategy.run_shape()  # asked once: every round reads it
         self.update = server_update_for(strategy, config.federation)
         self.executor = executor
         self.client_ids = sorted(client_ids)
@@ -256,8 +257,7 @@ class Server:
 
     def scored_models(self) -> dict[int | None, ModelState]:
         """What the run is scored on: the global model (key None) or each client's own."""
-        shape = self.strategy.run_shape()
-        return shape.scored_models(self.state, self.client_states, self.client_ids)
+        return self.shape.scored_models(self.state, self.client_states, self.client_ids)
 
     def _scored(self, result: RoundResult) -> RoundResult:
         """The round's result with its test and validation scores filled in."""
@@ -304,7 +304,7 @@ class Server:
         rejected = reduced.rejected()
         if accepted:  # with every update rejected the global state stays as it was
             self.state = self.update.finish(self.state, reduced, server_round)
-            self.client_states.update(self.strategy.run_shape().client_models(reduced))
+            self.client_states.update(self.shape.client_models(reduced))
         result = RoundResult(
             round=server_round,
             miou=None,

@@ -55,13 +55,14 @@ class ServerUpdate:
     def __init__(self, strategy: Strategy[Any], settings: ServerSettings | None = None) -> None:
         self.strategy = strategy
         self.settings = settings or ServerSettings()
+        self.shape = strategy.run_shape()  # asked once: hosts read it per client
         self._velocity: dict[str, NDArray[np.float64]] = {}
 
     # What hosts compute per client (the reduction protocol) -------------------------
 
     def _head_rule(self) -> str:
         """mean, median or trimmed_mean; `own` where clients keep their own heads."""
-        return self.strategy.run_shape().head_rule(self.settings.head_aggregation)
+        return self.shape.head_rule(self.settings.head_aggregation)
 
     def summand_references(self, global_state: ModelState) -> dict[str, NDArray[Any]]:
         """Every summed key with an array of its scale, from which the grid is fixed."""

@@ -73,7 +73,7 @@ def training_budget(config: RunConfig, server: Server) -> dict[str, Any]:
         "client_steps_total": int(sum(server.participation.values())) * steps,
         "model_steps": config.train.rounds * steps,
     }
-    budget.update(server.strategy.run_shape().budget())
+    budget.update(server.shape.budget())
     return budget
 
 
