@@ -277,6 +277,42 @@ class FedBuffConfig(_Strict):
     hinge_b: int = Field(4, ge=0)
 
 
+class ServerConfig(_Strict):
+    """Where the round loop runs with the Ray executor (federation.executor: ray)."""
+
+    actor: bool = Field(
+        True,
+        description="run the rounds in a server actor on the cluster (the driver only "
+        "starts it, shows progress and collects the result); false: in the driver",
+    )
+    num_cpus: float = Field(1.0, ge=0.0, le=1024.0, description="the server actor's CPUs")
+    num_gpus: float = Field(0.0, ge=0.0, le=64.0, description="the server actor's GPUs")
+    resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="custom Ray resources the server actor needs (they pick its node)",
+    )
+    node: str | None = Field(
+        None,
+        description="the node the server actor runs on: a Ray node id, or an IP address "
+        "that names one node (default: the head node, unless `resources` picks one)",
+    )
+
+    @field_validator("resources")
+    @classmethod
+    def _custom_resources(cls, v: dict[str, float]) -> dict[str, float]:
+        return check_custom_resources(v)
+
+
+def check_custom_resources(v: dict[str, float]) -> dict[str, float]:
+    """Custom Ray resources only: CPUs and GPUs have fields of their own."""
+    for name, amount in v.items():
+        if name in ("CPU", "GPU", "memory", "object_store_memory"):
+            raise ValueError(f"'{name}' is set by num_cpus/num_gpus, not resources")
+        if not amount > 0:
+            raise ValueError(f"resource '{name}' must be positive (got {amount!r})")
+    return v
+
+
 class FederationConfig(_Strict):
     """The strategy, client sampling and how clients map onto executors."""
 
@@ -344,16 +380,12 @@ class FederationConfig(_Strict):
         "storage), or the Ray object store (auto: when the cluster has several nodes and "
         "the cache is at most 1 GiB)",
     )
+    server: ServerConfig = ServerConfig()
 
     @field_validator("resources")
     @classmethod
     def _custom_resources(cls, v: dict[str, float]) -> dict[str, float]:
-        for name, amount in v.items():
-            if name in ("CPU", "GPU", "memory", "object_store_memory"):
-                raise ValueError(f"'{name}' is set by num_cpus/num_gpus, not resources")
-            if not amount > 0:
-                raise ValueError(f"resource '{name}' must be positive (got {amount!r})")
-        return v
+        return check_custom_resources(v)
 
     @field_validator("strategy", mode="before")
     @classmethod
@@ -457,6 +489,7 @@ PLACEMENT_FIELDS = {
         "feature_transport",
         "max_actor_restarts",
         "memory_limit_gb",
+        "server",
     ),
     # Where the features are cached, not what they are: the cache key names the content.
     "features": ("cache_dir",),

@@ -72,9 +72,11 @@ def ray_session() -> Iterator[None]:
     """A local Ray shared by every test that needs one (starting Ray costs seconds)."""
     import ray
 
+    from fuss_ray.federation.local_ray import local_cpus
+
     ray.init(
         address="local",  # a fresh instance, even if a `ray start` cluster runs here
-        num_cpus=2,
+        num_cpus=local_cpus(1.0),  # as fuss-ray's own local Ray: one more for the server actor
         include_dashboard=False,
         logging_level="ERROR",
         log_to_driver=False,

@@ -17,7 +17,7 @@ import yaml
 
 from fuss_ray.cli.main import main
 from fuss_ray.config import validate_config
-from fuss_ray.errors import UserError
+from fuss_ray.errors import SimulationError, UserError
 from fuss_ray.federation.checkpoint import CheckpointWriter, latest_checkpoint
 from fuss_ray.simulation import run_simulation
 
@@ -313,31 +313,37 @@ def test_sigkill_of_a_run_with_its_own_ray_leaves_nothing_behind(
     assert not [(p.pid, p.name()) for p in alive if p.status() != psutil.STATUS_ZOMBIE]
 
 
+@pytest.fixture
+def loops(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every round loop a run builds, so that a test can ask where its processes are."""
+    import fuss_ray.simulation as simulation
+
+    made: list[Any] = []
+    real_make = simulation.make_loop
+
+    def capture(parts: Any) -> Any:
+        made.append(real_make(parts))
+        return made[-1]
+
+    monkeypatch.setattr(simulation, "make_loop", capture)
+    return made
+
+
 @pytest.mark.ray
 def test_killed_actor_is_restarted_and_its_clients_retrained(
     cache_dir: Path,
     tmp_path: Path,
     ray_session: None,
     reference: tuple[Path, Any],
-    monkeypatch: pytest.MonkeyPatch,
+    loops: list[Any],
 ) -> None:
     import pyarrow.parquet as pq
 
-    import fuss_ray.simulation as simulation
-
-    made: list[Any] = []
-    real_make = simulation.make_executor
-
-    def capture(config: Any, spec: Any) -> Any:
-        made.append(real_make(config, spec))
-        return made[-1]
-
-    monkeypatch.setattr(simulation, "make_executor", capture)
     killers: list[threading.Timer] = []
 
     def kill_during_round_2(summary: dict[str, Any]) -> None:
         if summary["round"] == 1:  # round 2 starts as soon as this returns
-            victim = made[0].pids()[0]  # hosts clients 0 and 1
+            victim = loops[0].host_pids()[0]  # hosts clients 0 and 1
             killers.append(threading.Timer(0.3, os.kill, (victim, signal.SIGKILL)))
             killers[0].start()
 
@@ -351,6 +357,10 @@ def test_killed_actor_is_restarted_and_its_clients_retrained(
     assert second["failed_actors"] == 1 and second["retried_clients"] == 2
     assert second["lost_clients"] == [] and summary["rounds"][2]["failed_actors"] == 0
     _matches(out, summary, reference)  # nothing lost, nothing counted twice
+    # The rounds ran in the server actor, which handled its host's death itself.
+    server = summary["server"]
+    assert server["actor"] is True and server["pid"] != os.getpid()
+    assert server["node_id"] == ray_node_id()
     clients = pq.read_table(out / "clients.parquet").to_pylist()
     assert [c["rounds_participated"] for c in clients] == [3, 3, 3, 3]
     from mlflow import MlflowClient
@@ -361,17 +371,65 @@ def test_killed_actor_is_restarted_and_its_clients_retrained(
     assert [(m.step, m.value) for m in history] == [(1, 0.0), (2, 1.0), (3, 0.0)]
 
 
+def ray_node_id() -> str:
+    import ray
+
+    return str(ray.get_runtime_context().get_node_id())
+
+
+@pytest.mark.ray
+def test_a_dead_server_actor_stops_the_run_in_one_line_and_resume_matches(
+    cache_dir: Path,
+    tmp_path: Path,
+    ray_session: None,
+    reference: tuple[Path, Any],
+    loops: list[Any],
+) -> None:
+    import psutil
+
+    hosts: list[int] = []
+    killers: list[threading.Timer] = []
+
+    def kill_the_server_in_round_2(summary: dict[str, Any]) -> None:
+        if summary["round"] == 1:  # round 2 starts as soon as this returns
+            hosts.extend(loops[0].host_pids())
+            server = loops[0].where()["pid"]
+            killers.append(threading.Timer(0.3, os.kill, (server, signal.SIGKILL)))
+            killers[0].start()
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = validate_config(_ray_cfg(cache_dir, uri))
+    out = tmp_path / "out"
+    with pytest.raises(SimulationError) as err:
+        run_simulation(cfg, out, show_progress=False, on_round=kill_the_server_in_round_2)
+    killers[0].join()
+    assert str(err.value) == (
+        "the server actor died in round 2; the checkpoint of round 1 is whole: "
+        f"continue with fuss-ray run --resume {out}"
+    )
+    assert not (out / "summary.json").exists()
+    deadline = time.time() + 30  # its host actors die with it (Ray's ownership)
+    while any(psutil.pid_exists(p) for p in hosts) and time.time() < deadline:
+        time.sleep(0.2)
+    alive = [psutil.Process(p) for p in hosts if psutil.pid_exists(p)]
+    assert all(p.status() == psutil.STATUS_ZOMBIE for p in alive)
+
+    resumed = run_simulation(cfg, out, show_progress=False, resume=True)
+    assert resumed["resumed_from_round"] == 1
+    _matches(out, resumed, reference)
+    statuses, steps = _mlflow_rounds(uri)  # the same MLflow run, each round logged once
+    assert statuses == ["FINISHED"] and list(steps.values()) == [[1, 2, 3]]
+
+
 @pytest.mark.ray
 @pytest.mark.slow
 def test_chaos_a_random_actor_killed_in_several_rounds(
-    cache_dir: Path, tmp_path: Path, ray_session: None, monkeypatch: pytest.MonkeyPatch
+    cache_dir: Path, tmp_path: Path, ray_session: None, loops: list[Any]
 ) -> None:
     """100 clients in 4 actors; in each of rounds 2, 3 and 4 a thread SIGKILLs a random
     actor's process mid-round. The run must end bit-identical to a failure-free one, and
     its summary must count every failure."""
     import random
-
-    import fuss_ray.simulation as simulation
 
     tree = _cfg(
         cache_dir,
@@ -389,14 +447,6 @@ def test_chaos_a_random_actor_killed_in_several_rounds(
     reference = run_simulation(validate_config(tree), tmp_path / "ref", show_progress=False)
 
     tree["federation"].update({"executor": "ray", "num_cpus": 0.5})
-    made: list[Any] = []
-    real_make = simulation.make_executor
-
-    def capture(config: Any, spec: Any) -> Any:
-        made.append(real_make(config, spec))
-        return made[-1]
-
-    monkeypatch.setattr(simulation, "make_executor", capture)
     pick = random.Random(0)
     victims: list[int] = []
     killers: list[threading.Timer] = []
@@ -408,7 +458,7 @@ def test_chaos_a_random_actor_killed_in_several_rounds(
             k.join()
         victim = pick.randrange(4)
         victims.append(victim)
-        pid = made[0].pids()[victim]  # asked now: a restarted actor has a new process
+        pid = loops[-1].host_pids()[victim]  # asked now: a restarted actor has a new process
         killers.append(threading.Timer(0.5, os.kill, (pid, signal.SIGKILL)))
         killers[-1].start()
 

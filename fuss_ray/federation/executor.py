@@ -192,8 +192,10 @@ def connect_ray(fed: FederationConfig) -> None:
     """
     from fuss_ray.federation.local_ray import init_ray
 
+    server = fed.server
     init_ray(
         fed.ray_address,
+        server.num_cpus if fed.executor == "ray" and server.actor else 0.0,
         include_dashboard=False,
         logging_level=logging.ERROR,
         log_to_driver=False,
@@ -256,8 +258,13 @@ def use_object_store(fed: FederationConfig, store_bytes: int) -> bool:
     return len(alive) > 1 and store_bytes <= OBJECT_STORE_AUTO_BYTES
 
 
-def check_resources(fed: FederationConfig, actors: int, group_pg: Any) -> None:
-    """Refuse, in one line, a run the cluster (or the trial's reservation) cannot hold."""
+def check_resources(
+    fed: FederationConfig, actors: int, group_pg: Any, server: dict[str, float] | None = None
+) -> None:
+    """Refuse, in one line, a run the cluster (or the trial's reservation) cannot hold.
+
+    `server`: what the server actor holds beside the hosts (federation.server).
+    """
     import ray
 
     if group_pg is not None and len(group_pg.bundle_specs) < actors + 1:
@@ -265,25 +272,25 @@ def check_resources(fed: FederationConfig, actors: int, group_pg: Any) -> None:
             f"federation: {actors} actors need {actors + 1} placement-group "
             f"bundles, the trial reserved {len(group_pg.bundle_specs)}"
         )
-    need_cpu, need_gpu = actors * fed.num_cpus, actors * fed.num_gpus
+    server = server or {}
+    hint = {
+        "CPU": "raise federation.clients_per_actor or lower federation.num_cpus",
+        "GPU": "lower federation.num_gpus",
+    }
     have = ray.cluster_resources()  # type: ignore[no-untyped-call]
-    if need_cpu > have.get("CPU", 0) + 1e-9:
+    each = {"CPU": fed.num_cpus, "GPU": fed.num_gpus, **fed.resources}
+    for name in dict.fromkeys([*each, *server]):
+        per, extra = each.get(name, 0.0), server.get(name, 0.0)
+        need = actors * per + extra
+        if need <= have.get(name, 0) + 1e-9:
+            continue
+        where = "federation" if name in hint else "federation.resources"
+        also = f" (+ {extra:g} for the server actor)" if extra else ""
+        advice = f"; {hint[name]}" if name in hint else ""
         raise UserError(
-            f"federation: {actors} actors x {fed.num_cpus} CPU need {need_cpu:g} CPUs "
-            f"but the cluster has {have.get('CPU', 0):g}; raise federation.clients_per_actor "
-            "or lower federation.num_cpus"
+            f"{where}: {actors} actors x {per:g} {name}{also} need {need:g} {name} "
+            f"but the cluster has {have.get(name, 0):g}{advice}"
         )
-    if need_gpu > have.get("GPU", 0) + 1e-9:
-        raise UserError(
-            f"federation: {actors} actors x {fed.num_gpus} GPU need {need_gpu:g} GPUs "
-            f"but the cluster has {have.get('GPU', 0):g}; lower federation.num_gpus"
-        )
-    for name, amount in fed.resources.items():
-        if actors * amount > have.get(name, 0) + 1e-9:
-            raise UserError(
-                f"federation.resources: {actors} actors x {amount:g} '{name}' need "
-                f"{actors * amount:g} but the cluster has {have.get(name, 0):g}"
-            )
 
 
 def own_placement(fed: FederationConfig, actors: int) -> Any:
@@ -314,7 +321,9 @@ class RayExecutor(Executor):
     strategy (PACK or SPREAD) is `federation.placement`.
     """
 
-    def __init__(self, spec: HostSpec, fed: FederationConfig) -> None:
+    def __init__(
+        self, spec: HostSpec, fed: FederationConfig, server: dict[str, float] | None = None
+    ) -> None:
         import ray
 
         from fuss_ray.federation.local_ray import record_local_ray
@@ -322,7 +331,7 @@ class RayExecutor(Executor):
         connect_ray(fed)
         groups = pack_clients(sorted(spec.clients), fed.clients_per_actor)
         group_pg = ray.util.get_current_placement_group()
-        check_resources(fed, len(groups), group_pg)
+        check_resources(fed, len(groups), group_pg, server)
         self.fed = fed
         self.total_samples = sum(len(v) for v in spec.clients.values())
         cache_bytes = _store_bytes(spec) if spec.generated is None else 0

@@ -14,6 +14,7 @@ import atexit
 import contextlib
 import json
 import logging
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -107,9 +108,20 @@ def reap_orphans() -> int:
     return killed
 
 
-def init_ray(address: str | None, **kwargs: Any) -> None:
+def local_cpus(extra: float = 0.0) -> int:
+    """The CPUs a local Ray offers: this process's cores, plus `extra` logical ones."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (cores or 1) + math.ceil(extra)
+
+
+def init_ray(address: str | None, extra_local_cpus: float = 0.0, **kwargs: Any) -> None:
     """Join the cluster at `address` (else at `RAY_ADDRESS`, as `ray job submit` and Ray's
-    own tools set it), or start a local Ray and keep a record of it."""
+    own tools set it), or start a local Ray and keep a record of it.
+
+    A local Ray offers the machine's cores plus `extra_local_cpus`: the server actor's
+    share, since it and the hosts take turns (it waits while they train, they wait while
+    it aggregates and scores), so a laptop's cores all go to the hosts.
+    """
     import ray
 
     if ray.is_initialized():
@@ -120,6 +132,8 @@ def init_ray(address: str | None, **kwargs: Any) -> None:
         return
     global _started_here
     reap_orphans()
+    if extra_local_cpus > 0:
+        kwargs.setdefault("num_cpus", local_cpus(extra_local_cpus))
     ray.init(address="local", **kwargs)  # never a stray cluster found on this machine
     _started_here = True
     record_local_ray()

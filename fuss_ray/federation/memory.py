@@ -40,16 +40,19 @@ class MemoryEstimate:
     client_bytes: int  # all logical clients together
     driver: int
     shared: int  # shared libraries and, for a local Ray, its own processes
+    server_actor: int = 0  # the round loop's own process, where it runs in an actor
 
     @property
     def total(self) -> int:
-        return self.hosts * self.per_host + self.client_bytes + self.driver + self.shared
+        fixed = self.client_bytes + self.driver + self.shared + self.server_actor
+        return self.hosts * self.per_host + fixed
 
     def describe(self) -> str:
+        server = f", server actor {self.server_actor / GiB:.2f} GiB" if self.server_actor else ""
         return (
             f"{self.hosts} host(s) x {self.per_host / GiB:.2f} GiB, {self.clients} clients "
             f"{self.client_bytes / GiB:.2f} GiB, driver {self.driver / GiB:.2f} GiB, "
-            f"shared {self.shared / GiB:.2f} GiB"
+            f"shared {self.shared / GiB:.2f} GiB{server}"
         )
 
 
@@ -60,8 +63,12 @@ def estimate_memory(
     state_bytes: int,
     eval_images: int,
     start_local_ray: bool,
+    server_actor: bool = False,
 ) -> MemoryEstimate:
     """What a run with `hosts` client hosts needs at its peak.
+
+    A server actor holds what the driver holds of the run (the model states, the scored
+    splits) in a process of its own, with the libraries a host imports.
 
     A logical client costs its image positions, its kNN table and whatever its strategy's
     objective keeps between rounds (`kept_states` model states: MOON's previous model,
@@ -91,7 +98,8 @@ def estimate_memory(
     if None not in strategy.run_shape().scored_models({}, {}, sorted(spec.clients)):
         driver += len(spec.clients) * state_bytes  # the server scores every client's model
     shared = SHARED_LIBS + (RAY_SYSTEM if start_local_ray else 0)
-    return MemoryEstimate(hosts, per_host, len(spec.clients), client_bytes, driver, shared)
+    server = HOST_PRIVATE + driver - DRIVER if server_actor else 0
+    return MemoryEstimate(hosts, per_host, len(spec.clients), client_bytes, driver, shared, server)
 
 
 def _feature_shape(store_path: str) -> tuple[int, int, int]:

@@ -18,10 +18,9 @@ from typing import Any
 import torch
 
 from fuss_ray.config import RunConfig
-from fuss_ray.federation.fedbuff import AsyncServer
-from fuss_ray.federation.server import Server
+from fuss_ray.federation.server_actor import make_loop
 from fuss_ray.simulation.checks import check_async, check_fits, checkpoint_to_resume
-from fuss_ray.simulation.finish import finish_run, training_budget
+from fuss_ray.simulation.finish import collect, finish_run, training_budget
 from fuss_ray.simulation.plan import dry_run_plan
 from fuss_ray.simulation.prepare import (
     Prepared,
@@ -34,7 +33,7 @@ from fuss_ray.simulation.prepare import (
     simulated_clients,
 )
 from fuss_ray.simulation.rounds import Progress, run_rounds, start_or_resume
-from fuss_ray.simulation.setup import Setup, make_executor, set_up
+from fuss_ray.simulation.setup import Setup, server_parts, set_up
 from fuss_ray.tracking import make_tracker
 
 __all__ = [
@@ -48,7 +47,7 @@ __all__ = [
     "eval_extras",
     "host_spec",
     "initial_state",
-    "make_executor",
+    "make_loop",
     "prepare",
     "prepare_partition",
     "run_simulation",
@@ -81,35 +80,25 @@ def run_simulation(
     timings = {"setup_s": time.perf_counter() - clock}  # data, features, checks
     tracker = make_tracker(setup.config, out_dir, parent_run_id, run_name)
     clock = time.perf_counter()
-    executor = make_executor(setup.config, setup.spec)
+    # The round loop: a server actor on the cluster, or this process (see server_actor).
+    loop = make_loop(server_parts(setup))
     timings["start_s"] = time.perf_counter() - clock  # hosts (actors) up and ready
-    server_type = AsyncServer if setup.config.federation.mode == "async" else Server
-    server = server_type(
-        setup.config,
-        setup.strategy,
-        executor,
-        list(setup.spec.clients),
-        setup.prepared.eval_store,
-        setup.model,
-        setup.initial,
-        setup.prepared.val_store,
-    )
-    at_start = executor.placement()
     status = "KILLED"  # stopped from outside (Ctrl-C, an early-stopping scheduler)
     try:
-        progress = start_or_resume(setup, server, tracker)
-        run_rounds(setup, server, tracker, progress, on_round, show_progress)
-        placement = (at_start, executor.placement(), executor.transport)
+        at_start = loop.placement()
+        progress = start_or_resume(setup, loop, tracker)
+        run_rounds(setup, loop, tracker, progress, on_round, show_progress)
+        collected = collect(loop, progress, setup.config.train.rounds, at_start)
         status = "FINISHED"
     except Exception:
         status = "FAILED"
         raise
     finally:
-        executor.shutdown()
+        loop.shutdown()
         if status != "FINISHED":
             tracker.finish(status)
     timings["rounds_s"] = progress.elapsed() - progress.elapsed_before
-    summary = finish_run(setup, server, tracker, progress, placement, timings)
+    summary = finish_run(setup, collected, tracker, progress, timings)
     if on_round is not None and progress.last is not None:
         on_round(progress.last.summary())
     return summary

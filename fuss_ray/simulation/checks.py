@@ -72,6 +72,10 @@ def check_fits(config: RunConfig, spec: HostSpec, state: ModelState, eval_images
         import ray
 
         starts_ray = not ray.is_initialized()
+    from fuss_ray.federation.server_actor import uses_server_actor
+
     hosts = host_count(config, len(spec.clients))
-    estimate = estimate_memory(config, spec, hosts, state_bytes(state), eval_images, starts_ray)
+    estimate = estimate_memory(
+        config, spec, hosts, state_bytes(state), eval_images, starts_ray, uses_server_actor(fed)
+    )
     check_memory(estimate, *memory_limit(config))

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from fuss_ray.config import RunConfig
-from fuss_ray.features.cache import FeatureStore
-from fuss_ray.federation.server import RoundResult, Server
+from fuss_ray.federation.server import RoundResult
+from fuss_ray.federation.server_actor import RoundLoop, ServerView
 from fuss_ray.io import write_json
-from fuss_ray.metrics.evaluate import evaluate_variants
 from fuss_ray.simulation.prepare import (
     Prepared,
 )
@@ -22,26 +22,9 @@ from fuss_ray.tracking.artifacts import ArtifactInputs, write_artifacts
 from fuss_ray.tracking.mlflow_tracker import Tracker
 
 
-def final_variants(config: RunConfig, server: Server, store: FeatureStore | None) -> dict[str, Any]:
-    """Final scores with and without flip TTA and CRF (only those enabled; global model).
-
-    Local-only training has no single model to refine, so it reports the plain scores only.
-    """
-    ev = config.evaluation
-    models = server.scored_models()
-    if not (ev.flip_tta or ev.crf) or None not in models or store is None:
-        return {}
-    return evaluate_variants(
-        server.model,
-        models[None],
-        store,
-        config.data.num_classes,
-        flip=ev.flip_tta,
-        crf_iterations=ev.crf_iterations if ev.crf else None,
-    )
-
-
-def client_rows(server: Server, prepared: Prepared, final: dict[str, Any]) -> list[dict[str, Any]]:
+def client_rows(
+    server: ServerView, prepared: Prepared, final: dict[str, Any]
+) -> list[dict[str, Any]]:
     """One row per client for `clients.parquet`: its data, its participation, its score."""
     scores = {c["client_id"]: c for c in final.get("per_client", [])}
     rows = []
@@ -61,7 +44,7 @@ def client_rows(server: Server, prepared: Prepared, final: dict[str, Any]) -> li
     return rows
 
 
-def training_budget(config: RunConfig, server: Server) -> dict[str, Any]:
+def training_budget(config: RunConfig, server: ServerView) -> dict[str, Any]:
     """The gradient steps behind a run's scores, so that comparisons can name them.
 
     `model_steps`: steps taken by the model that is scored (rounds x local_steps, as each
@@ -73,12 +56,12 @@ def training_budget(config: RunConfig, server: Server) -> dict[str, Any]:
         "client_steps_total": int(sum(server.participation.values())) * steps,
         "model_steps": config.train.rounds * steps,
     }
-    budget.update(server.shape.budget())
+    budget.update(server.budget)
     return budget
 
 
 def final_scores(
-    last: RoundResult, config: RunConfig, server: Server, prepared: Prepared
+    last: RoundResult, server: ServerView
 ) -> tuple[dict[str, Any] | None, dict[str, Any] | None, dict[str, Any]]:
     """The test split's final scores (None when the run has none), the validation split's,
     and the flip-TTA / CRF variants."""
@@ -87,7 +70,7 @@ def final_scores(
         final = {"miou": last.miou, "pixel_acc": last.pixel_acc}
         if last.per_client:
             final["per_client"] = last.per_client
-    variants = final_variants(config, server, prepared.eval_store)
+    variants = server.variants
     if final is not None and variants:
         final["variants"] = variants
     val: dict[str, Any] | None = None
@@ -113,19 +96,37 @@ def final_metrics(
     return out
 
 
+@dataclass
+class Collected:
+    """What the driver collects from the round loop before it is shut down."""
+
+    view: ServerView
+    last: RoundResult  # the last round's scores
+    at_start: list[dict[str, Any]]  # client hosts: node and clients, when they started
+    at_end: list[dict[str, Any]]  # ... and at the end
+    transport: str
+    where: dict[str, Any]  # the loop: {actor, pid, node_id}
+
+
+def collect(
+    loop: RoundLoop, progress: Progress, rounds: int, at_start: list[dict[str, Any]]
+) -> Collected:
+    """The final state, asked of the loop while its hosts are still up."""
+    last = progress.last or loop.evaluate_result(rounds)  # a run resumed after its end
+    return Collected(loop.view(), last, at_start, loop.placement(), loop.transport(), loop.where())
+
+
 def finish_run(
     setup: Setup,
-    server: Server,
+    collected: Collected,
     tracker: Tracker,
     progress: Progress,
-    placement: tuple[list[dict[str, Any]], list[dict[str, Any]], str],
     timings: dict[str, float],
 ) -> dict[str, Any]:
     """Final scores, artifacts and `summary.json`, then the tracker's run is closed."""
     config, prepared = setup.config, setup.prepared
-    last = progress.last or server.evaluate_result(config.train.rounds)  # resumed at the end
-    final, val, variants = final_scores(last, config, server, prepared)
-    at_start, at_end, transport = placement
+    server = collected.view
+    final, val, variants = final_scores(collected.last, server)
     measured = [r["alignment"] for r in progress.rounds if r.get("alignment")]
     aligned = (
         {k: float(np.mean([m[k] for m in measured])) for k in measured[0]} if measured else None
@@ -139,13 +140,14 @@ def finish_run(
         "val": val,
         "alignment": aligned,  # per-round centroid alignment, averaged over rounds
         "reference": setup.references,
-        "clients_per_round": len(server.sample(1)),
+        "clients_per_round": server.clients_per_round,
         "budget": training_budget(config, server),
         "client_sizes": prepared.partition.sizes(),
         "skipped_images": prepared.skipped,
-        "actors_at_start": at_start,
-        "actors": at_end,
-        "feature_transport": transport,
+        "actors_at_start": collected.at_start,
+        "actors": collected.at_end,
+        "feature_transport": collected.transport,
+        "server": collected.where,  # where the round loop ran
         "wall_seconds": progress.elapsed(),
         "timings": timings,
         "resumed_from_round": setup.restored.round if setup.restored is not None else None,
@@ -153,7 +155,7 @@ def finish_run(
         "config": config.to_dict(),
         "config_digest": setup.asked,
     }
-    shown = next(iter(server.scored_models().values()))  # the global model, or client 0's
+    shown = next(iter(server.scored.values()))  # the global model, or client 0's
     store, dataset = prepared.scored()
     inputs = ArtifactInputs(
         client_rows(server, prepared, final or {}),

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 
 from fuss_ray.config import RunConfig
-from fuss_ray.federation.checkpoint import Checkpoint, CheckpointWriter
-from fuss_ray.federation.server import RoundResult, Server
+from fuss_ray.federation.server import RoundResult
+from fuss_ray.federation.server_actor import RoundLoop
 from fuss_ray.progress import progress_bar
 from fuss_ray.simulation.prepare import (
     Prepared,
@@ -60,14 +60,14 @@ def dataset_info(config: RunConfig, prepared: Prepared) -> DatasetInfo:
     )
 
 
-def start_or_resume(setup: Setup, server: Server, tracker: Tracker) -> Progress:
+def start_or_resume(setup: Setup, loop: RoundLoop, tracker: Tracker) -> Progress:
     """Fresh: start the MLflow run. Resumed: restore the server and reopen the same run."""
     ckpt = setup.restored
     if ckpt is None:
         info = dataset_info(setup.config, setup.prepared)
         tracker.start(setup.config, setup.prepared.partition.num_clients, info)
         return Progress([], 1, 0.0, set())
-    server.restore(ckpt.server_tree(), ckpt.meta["server"])
+    loop.restore(ckpt)
     logged = tracker.resume(ckpt.meta["mlflow_run_id"], setup.config, len(setup.spec.clients))
     return Progress(
         list(ckpt.meta["rounds"]), ckpt.round + 1, float(ckpt.meta["elapsed_seconds"]), logged
@@ -75,35 +75,24 @@ def start_or_resume(setup: Setup, server: Server, tracker: Tracker) -> Progress:
 
 
 def save_checkpoint(
-    writer: CheckpointWriter,
-    server_round: int,
-    server: Server,
-    config: RunConfig,
-    progress: Progress,
-    tracker: Tracker,
-) -> Checkpoint:
-    """Hosts write their clients' state, then the server's part publishes the folder."""
-    staging = writer.staging(server_round)
-    # The server's part first: an asynchronous server may still train clients for it,
-    # and the hosts must then save their clients' state as that training left it.
-    arrays, server_meta = server.export()
-    client_files = server.executor.save_clients(staging)
+    loop: RoundLoop, server_round: int, config: RunConfig, progress: Progress, tracker: Tracker
+) -> None:
+    """The driver's part of the checkpoint (config, MLflow run, rounds so far); the loop
+    adds the server's and the hosts' state and publishes the folder."""
     meta = {
         "config": config.to_dict(),
         "outcome_config": config.outcome_dict(),
         "config_digest": config.digest(),
         "mlflow_run_id": tracker.run_id,
-        "server": server_meta,
         "rounds": progress.rounds,
         "elapsed_seconds": progress.elapsed(),
-        "client_files": {str(c): f for c, f in client_files.items()},
     }
-    return writer.publish(staging, server_round, arrays, meta)
+    loop.checkpoint(server_round, meta)
 
 
 def run_rounds(
     setup: Setup,
-    server: Server,
+    loop: RoundLoop,
     tracker: Tracker,
     progress: Progress,
     on_round: Callable[[dict[str, Any]], None] | None,
@@ -111,13 +100,12 @@ def run_rounds(
 ) -> None:
     """Every remaining round: train, aggregate, evaluate, log, checkpoint, report."""
     config = setup.config
-    writer = CheckpointWriter(setup.out_dir / "checkpoints", config.checkpoint.keep)
     every = config.checkpoint.every
     label = f"{setup.strategy.name} rounds"
     with progress_bar(label, config.train.rounds, show_progress) as advance:
         advance(progress.first_round - 1)
         for r in range(progress.first_round, config.train.rounds + 1):
-            last = progress.last = server.run_round(r)
+            last = progress.last = loop.run_round(r)
             progress.rounds.append(last.summary())
             if r not in progress.logged:  # a resumed round may have been logged before
                 tracker.log_metrics(last.metrics(), step=r)
@@ -129,7 +117,7 @@ def run_rounds(
                         step=round(last.sim_clock_s),
                     )
             if every and (r % every == 0 or r == config.train.rounds):
-                save_checkpoint(writer, r, server, config, progress, tracker)
+                save_checkpoint(loop, r, config, progress, tracker)
             # The last round is reported only once the run is fully recorded, since a
             # scheduler may stop the trial the moment it hears of it.
             if on_round is not None and r < config.train.rounds:

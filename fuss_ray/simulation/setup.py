@@ -13,7 +13,7 @@ from fuss_ray.config import RunConfig
 from fuss_ray.data.partition import write_manifest
 from fuss_ray.federation.checkpoint import Checkpoint
 from fuss_ray.federation.client import HostSpec, build_model
-from fuss_ray.federation.executor import Executor, RayExecutor, SequentialExecutor
+from fuss_ray.federation.server_actor import ServerParts
 from fuss_ray.federation.strategies import Strategy, strategy_for
 from fuss_ray.io import sweep_temporaries
 from fuss_ray.metrics.evaluate import evaluate_state
@@ -26,12 +26,6 @@ from fuss_ray.simulation.prepare import (
     initial_state,
     prepare,
 )
-
-
-def make_executor(config: RunConfig, spec: HostSpec) -> Executor:
-    if config.federation.executor == "sequential":
-        return SequentialExecutor(spec)
-    return RayExecutor(spec, config.federation)
 
 
 @dataclass
@@ -87,4 +81,19 @@ def set_up(config: RunConfig, out_dir: Path, resume: bool, show_progress: bool) 
     check_fits(config, spec, initial, len(store))
     return Setup(
         config, asked, out_dir, prepared, strategy, spec, model, initial, references, restored
+    )
+
+
+def server_parts(setup: Setup) -> ServerParts:
+    """What the round loop is built from, wherever it runs."""
+    prepared = setup.prepared
+    return ServerParts(
+        setup.config,
+        setup.strategy,
+        setup.spec,
+        prepared.eval_store,
+        prepared.val_store,
+        setup.model,
+        setup.initial,
+        setup.out_dir / "checkpoints",
     )

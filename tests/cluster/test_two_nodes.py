@@ -2,7 +2,9 @@
 
 The simulation runs in its own process and joins the cluster through `--address`, as it
 would on a real cluster; its actors are spread over both nodes, then the worker node is
-killed mid-run and the run must finish exactly as a failure-free one.
+killed mid-run and the run must finish exactly as a failure-free one. The round loop runs
+in a server actor: on the worker node in the first run, on the head node (its default)
+in the second, which therefore survives losing the worker.
 """
 
 import contextlib
@@ -61,7 +63,10 @@ def _stop(node: subprocess.Popen[bytes], sig: int = signal.SIGTERM, wait_s: floa
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """Head (2 CPUs) and worker (1 CPU, custom resource `fuss_worker`); stopped cleanly."""
+    """Head (3 CPUs) and worker (2 CPUs, custom resource `fuss_worker`); stopped cleanly.
+
+    The head holds the server actor and, once the worker is gone, both host actors.
+    """
     port = free_port()
     address = f"127.0.0.1:{port}"
     head = _node(
@@ -69,7 +74,7 @@ def cluster(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
             "--head",
             f"--port={port}",
             "--node-ip-address=127.0.0.1",
-            "--num-cpus=2",
+            "--num-cpus=3",
             "--include-dashboard=false",
         ],
         tmp_path / "head.log",
@@ -78,8 +83,8 @@ def cluster(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
         [
             f"--address={address}",
             "--node-ip-address=127.0.0.1",
-            "--num-cpus=1",
-            '--resources={"fuss_worker": 2}',
+            "--num-cpus=2",
+            '--resources={"fuss_worker": 3}',
         ],
         tmp_path / "worker.log",
     )
@@ -147,17 +152,23 @@ def test_actors_spread_over_two_nodes_and_survive_losing_one(
         },
     )
 
-    # The custom resource exists only on the worker: requiring it pins every actor there.
+    # The custom resource exists only on the worker: requiring it pins every actor there,
+    # the server actor too (its 1 CPU and the hosts' 2 x 0.5 fill the worker's 2).
     pinned = json.loads(json.dumps(base))
     pinned["federation"]["resources"] = {"fuss_worker": 1}
-    pinned["federation"]["num_cpus"] = 0.5  # two actors on the worker's one CPU
+    pinned["federation"]["num_cpus"] = 0.5
+    pinned["federation"]["server"] = {"resources": {"fuss_worker": 1}}
     pinned["train"]["rounds"] = 1
     proc = _run(pinned, tmp_path / "pinned", address)
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err
-    on_worker = json.loads((tmp_path / "pinned" / "summary.json").read_text())["actors"]
+    pinned_summary = json.loads((tmp_path / "pinned" / "summary.json").read_text())
+    on_worker = pinned_summary["actors"]
     assert len(on_worker) == 2 and len({a["node"] for a in on_worker}) == 1
     worker_node = on_worker[0]["node"]
+    server = pinned_summary["server"]
+    assert server["actor"] is True and server["node_id"] == worker_node
+    assert server["pid"] != proc.pid
 
     spread = json.loads(json.dumps(base))
     spread["federation"]["placement"] = "spread"
@@ -177,6 +188,8 @@ def test_actors_spread_over_two_nodes_and_survive_losing_one(
 
     start_nodes = {a["node"] for a in summary["actors_at_start"]}
     assert len(start_nodes) == 2 and worker_node in start_nodes  # one actor per node
+    assert summary["server"]["actor"] is True  # on the head node, which survived
+    assert summary["server"]["node_id"] in start_nodes - {worker_node}
     assert summary["feature_transport"] == "object_store"  # nodes may share no disk
     assert {a["node"] for a in summary["actors"]} == start_nodes - {worker_node}
     second = summary["rounds"][1]

@@ -72,10 +72,10 @@ def test_refused_run_starts_no_actor_and_prints_one_line(
 ) -> None:
     import fuss_ray.simulation as simulation
 
-    def no_executor(*args: Any) -> None:
-        raise AssertionError("an executor was built for a run that does not fit")
+    def no_loop(*args: Any) -> None:
+        raise AssertionError("a round loop was built for a run that does not fit")
 
-    monkeypatch.setattr(simulation, "make_executor", no_executor)
+    monkeypatch.setattr(simulation, "make_loop", no_loop)
     cfg = tiny_config_dict(
         cache_dir, **{"federation.executor": "ray", "federation.memory_limit_gb": 0.5}
     )

@@ -260,6 +260,12 @@ def test_tiny_search_nests_runs_and_writes_best_config(tiny_search: TinySearch) 
     assert not any("miou" in r.data.metrics or "final_miou" in r.data.metrics for r in children)
     # Trials that ran every round are complete in MLflow; ASHA-stopped ones say KILLED.
     assert {r.info.status for r in children} <= {"FINISHED", "KILLED"}
+    # A trial is a Ray actor already: it runs its own rounds, with no server actor.
+    out = tiny_search.folder / "out" / "tiny"
+    finished = [json.loads(p.read_text()) for p in out.glob("trials/*/summary.json")]
+    assert finished and all(t["server"]["actor"] is False for t in finished)
+    # The best config's test run is the driver's own run: its rounds ran in a server actor.
+    assert json.loads((out / "best" / "summary.json").read_text())["server"]["actor"] is True
     # The chosen config is run once more, on the test split, after the search.
     assert tested.info.status == "FINISHED" and "final_miou" in tested.data.metrics
     assert tested.info.start_time >= max(r.info.end_time for r in children)
