@@ -84,6 +84,10 @@ def test_dry_run_on_a_fake_tree_prints_the_plan(
     assert f"{clients} clients; images per client" in out
     assert f"{steps} local steps of batch 8" in out
     assert "five half-size crops" in out and "feature cache:" in out
+    per_actor = load_config(CONFIGS / f"{name}.yaml").federation.clients_per_actor
+    hosts = -(-clients // per_actor)
+    assert f"runs on: Ray: {hosts} client actor(s) of up to " in out
+    assert "; the rounds in a server actor (1 CPU, the head node)" in out
     assert not any(tmp_path.iterdir())  # nothing extracted, nothing written
     if dataset == "cityscapes":  # 18 cities x (2 images - 1 for validation) x 5 crops
         per_client = 90 // clients

@@ -4,6 +4,7 @@ Every number on the results page comes from one of these files, each written by 
 command it names:
 
     quickstart.json            tools/measure_run.py ... fuss-ray run configs/quickstart.yaml
+    quickstart-driver-loop.json  the same, with --set federation.server.actor=false
     study-benchmark.json       fuss-ray study configs/studies/benchmark.yaml (its study.json)
     benchmark-calibration.json tools/calibrate_benchmark.py
     many-clients.json          tools/measure_run.py ... fuss-ray run configs/many_clients.yaml
@@ -63,7 +64,30 @@ def quickstart() -> list[str]:
         f"{q['peak_rss_mib']:,.0f} MiB, with 2 Ray actors of 5 clients each. The same config "
         "and seed give the same final metrics (`tests/test_simulation.py`), and the Ray "
         "executor is bit-identical to the sequential one (`tests/federation/test_executor.py`).",
+        *server_actor_note(q),
         *first_step_note(q),
+    ]
+
+
+def server_actor_note(q: dict[str, Any]) -> list[str]:
+    """The same command with the rounds in the driver, measured the same day."""
+    d = load("quickstart-driver-loop.json")
+    s, t = q["summary"], d["summary"]
+    same = s["final"] == t["final"] and [r["miou"] for r in s["rounds"]] == [
+        r["miou"] for r in t["rounds"]
+    ]
+    return [
+        "",
+        f"The rounds ran in a server actor (`summary.json`: `server.actor` "
+        f"{str(s['server']['actor']).lower()}). The same command with "
+        "`--set federation.server.actor=false`, which keeps them in the driver, measured "
+        f"on {d['date']} (`docs/bench/quickstart-driver-loop.json`): wall "
+        f"{d['wall_seconds']:.0f} s (rounds {t['timings']['rounds_s']:.0f} s), peak "
+        f"{d['peak_rss_mib']:,.0f} MiB; the server actor costs "
+        f"{q['wall_seconds'] / d['wall_seconds']:.2f}x the wall time and "
+        f"{q['peak_rss_mib'] - d['peak_rss_mib']:+,.0f} MiB of resident memory (one more "
+        "process with torch loaded), and the scores are "
+        + ("bit-identical." if same else "**not** identical."),
     ]
 
 
@@ -74,7 +98,7 @@ def first_step_note(q: dict[str, Any]) -> list[str]:
     o = old["summary"]
     return [
         "",
-        f"On {old['date']}, the day of the figures above, the same command at commit f9efb07 "
+        f"On {old['date']} the same command at commit f9efb07 "
         f"(the first client step, `docs/bench/quickstart-f9efb07.json`) took "
         f"{old['wall_seconds']:.0f} s (rounds {o['timings']['rounds_s']:.0f} s) and ended at "
         f"test mIoU {o['final']['miou']:.4f}, against {q['summary']['final']['miou']:.4f} "

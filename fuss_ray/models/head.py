@@ -71,4 +71,12 @@ def model_state(model: FussModel) -> ModelState:
 
 
 def load_model_state(model: FussModel, state: ModelState) -> None:
-    model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()})
+    """Copy a state into the model. A state that came through Ray's object store (or a
+    memory map) is read-only; torch only reads it here, but would warn, so such arrays
+    are copied first (a model state is small)."""
+
+    def tensor(v: np.ndarray) -> torch.Tensor:
+        a = np.asarray(v)
+        return torch.from_numpy(a if a.flags.writeable else a.copy())
+
+    model.load_state_dict({k: tensor(v) for k, v in state.items()})

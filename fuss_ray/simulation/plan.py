@@ -75,6 +75,7 @@ def dry_run_plan(config: RunConfig) -> list[str]:
         f"feature cache: {_size(train_bytes)} train + {_size(eval_bytes)} eval "
         f"under {fc.cache_dir}",
     ]
+    lines.append(f"runs on: {placement_line(config, len(sizes))}")
     if config.evaluation.flip_tta or config.evaluation.crf:
         extras = [
             n
@@ -83,3 +84,26 @@ def dry_run_plan(config: RunConfig) -> list[str]:
         ]
         lines.append(f"evaluation: final scores reported plain and with {' and '.join(extras)}")
     return lines
+
+
+def placement_line(config: RunConfig, num_clients: int) -> str:
+    """Where the clients and the round loop will run, as the plan says it."""
+    fed = config.federation
+    if fed.executor == "sequential":
+        return "this process (sequential executor: every client and the rounds)"
+    hosts = -(-num_clients // fed.clients_per_actor)
+    gpus = f" + {fed.num_gpus:g} GPU" if fed.num_gpus else ""
+    line = f"Ray: {hosts} client actor(s) of up to {fed.clients_per_actor} clients, " + (
+        f"{fed.num_cpus:g} CPU{gpus} each"
+    )
+    server = fed.server
+    if not server.actor:
+        return line + "; the rounds in the driver"
+    where = (
+        f"node {server.node}"
+        if server.node
+        else ("a node with " + ", ".join(server.resources))
+        if server.resources
+        else "the head node"
+    )
+    return line + f"; the rounds in a server actor ({server.num_cpus:g} CPU, {where})"
