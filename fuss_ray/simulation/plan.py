@@ -76,13 +76,7 @@ def dry_run_plan(config: RunConfig) -> list[str]:
         f"under {fc.cache_dir}",
     ]
     lines.append(f"runs on: {placement_line(config, len(sizes))}")
-    if config.evaluation.flip_tta or config.evaluation.crf:
-        extras = [
-            n
-            for n, on in (("flip", config.evaluation.flip_tta), ("crf", config.evaluation.crf))
-            if on
-        ]
-        lines.append(f"evaluation: final scores reported plain and with {' and '.join(extras)}")
+    lines.extend(evaluation_lines(config))
     return lines
 
 
@@ -107,3 +101,12 @@ def placement_line(config: RunConfig, num_clients: int) -> str:
         else "the head node"
     )
     return line + f"; the rounds in a server actor ({server.num_cpus:g} CPU, {where})"
+
+
+def evaluation_lines(config: RunConfig) -> list[str]:
+    """The test-time extras the final scores are also reported with (if any)."""
+    ev = config.evaluation
+    extras = [n for n, on in (("flip", ev.flip_tta), ("crf", ev.crf)) if on]
+    if not extras:
+        return []
+    return [f"evaluation: final scores reported plain and with {' and '.join(extras)}"]
