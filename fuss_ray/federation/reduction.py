@@ -34,9 +34,9 @@ class Summation(Protocol):
 
     def summand_references(self, global_state: ModelState) -> Arrays: ...
 
-    def summed_arrays(self, update: ClientUpdate, global_state: ModelState) -> Arrays: ...
-
-    def per_client_arrays(self, update: ClientUpdate) -> Arrays: ...
+    def client_arrays(
+        self, update: ClientUpdate, global_state: ModelState
+    ) -> tuple[Arrays, Arrays]: ...
 
 
 GROWTH = 2.0**10
@@ -183,7 +183,7 @@ def reduce_updates(
         out.records.append(record)
     references = rule.summand_references(global_state)
     for u in accepted:
-        summed = rule.summed_arrays(u, global_state)
+        summed, own = rule.client_arrays(u, global_state)
         if any(
             np.max(np.abs(v), initial=0.0) > value_bound(references[k]) for k, v in summed.items()
         ):
@@ -191,7 +191,6 @@ def reduce_updates(
             continue
         for key, value in summed.items():
             out.add(key, value, u.num_samples)
-        own = rule.per_client_arrays(u)
         if own:
             out.per_client[u.client_id] = own
         out.weight += u.num_samples

@@ -22,7 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fuss_ray.federation.reduction import Reduced, grid_shifts, reduce_updates, weighted_mean
-from fuss_ray.federation.strategies.base import Strategy, build_strategy
+from fuss_ray.federation.strategies.base import AsyncRule, Strategy, build_strategy
 from fuss_ray.federation.types import CENTROIDS, Arrays, ClientUpdate, ModelState
 
 if TYPE_CHECKING:
@@ -56,6 +56,7 @@ class ServerUpdate:
         self.strategy = strategy
         self.settings = settings or ServerSettings()
         self.shape = strategy.run_shape()  # asked once: hosts read it per client
+        self.async_rule = strategy.asynchronous()  # FedBuff's centroid rule (or none)
         self._velocity: dict[str, NDArray[np.float64]] = {}
 
     # What hosts compute per client (the reduction protocol) -------------------------
@@ -72,24 +73,23 @@ class ServerUpdate:
         refs.update(self.strategy.scales(global_state))
         return refs
 
-    def summed_arrays(
+    def client_arrays(
         self, update: ClientUpdate, global_state: ModelState
-    ) -> dict[str, NDArray[Any]]:
-        out: dict[str, NDArray[Any]] = {}
-        if self._head_rule() == "mean":
-            out.update({k: v for k, v in update.state.items() if k != CENTROIDS})
-        out.update(self.strategy.summands(global_state, update))
-        return out
-
-    def per_client_arrays(self, update: ClientUpdate) -> Arrays:
+    ) -> tuple[dict[str, NDArray[Any]], Arrays]:
+        """Per client, on its host: what is summed over the round (the head, under the mean
+        rule, and the strategy's summands) and what the server keeps client by client."""
         rule = self._head_rule()
-        out: Arrays = {}
+        head = {k: v for k, v in update.state.items() if k != CENTROIDS}
+        part = self.strategy.contribution(global_state, update)
+        summed: dict[str, NDArray[Any]] = dict(head) if rule == "mean" else {}
+        summed.update(part.summed)
+        own: Arrays = {}
         if rule == "own":
-            out.update(update.state)
+            own.update(update.state)
         elif rule != "mean":
-            out.update({k: v for k, v in update.state.items() if k != CENTROIDS})
-        out.update(self.strategy.per_client(update))
-        return out
+            own.update(head)
+        own.update(part.per_client)
+        return summed, own
 
     def grid(self, global_state: ModelState, total_weight: int) -> dict[str, int]:
         """The round's fixed-point grid (see `reduction.grid_shifts`)."""
@@ -120,7 +120,6 @@ class ServerUpdate:
         new[CENTROIDS] = self.strategy.reduce_centroids(
             global_state[CENTROIDS], reduced, server_round
         ).astype(np.float32)
-        self.strategy.after_merge(global_state, reduced)
         return new
 
     def aggregate(
@@ -154,15 +153,21 @@ class ServerUpdate:
 
     # Asynchronous rounds (FedBuff) ---------------------------------------------------
 
+    def _async_rule(self) -> AsyncRule:
+        rule = self.async_rule
+        if rule is None:
+            raise ValueError(f"strategy '{self.strategy.name}' does not run asynchronously")
+        return rule
+
     def async_contribution(self, start: ModelState, update: ClientUpdate) -> Arrays:
         """A client's update as the buffer holds it: its change of the head since the model
-        it started from, and its centroid contribution (`Strategy.async_centroids`)."""
+        it started from, and its centroid contribution (the strategy's `AsyncRule`)."""
         out: Arrays = {
             k: update.state[k].astype(np.float64) - v.astype(np.float64)
             for k, v in start.items()
             if k != CENTROIDS
         }
-        out.update(self.strategy.async_centroids(start[CENTROIDS], update))
+        out.update(self._async_rule().contribution(start[CENTROIDS], update))
         return out
 
     def apply_buffer(
@@ -170,14 +175,14 @@ class ServerUpdate:
     ) -> ModelState:
         """The next global state from a full buffer: the head moves by the weighted mean of
         the clients' changes (weights: staleness x samples; with the server step and
-        momentum of synchronous rounds), the centroids by `Strategy.buffer_centroids`."""
+        momentum of synchronous rounds), the centroids by the strategy's `AsyncRule`."""
         new: ModelState = {}
         for key, old in state.items():
             if key != CENTROIDS:
                 new[key] = self._server_step(key, old, weighted_mean(weights, parts, key))
-        new[CENTROIDS] = self.strategy.buffer_centroids(
-            state[CENTROIDS], weights, parts, version
-        ).astype(np.float32)
+        new[CENTROIDS] = (
+            self._async_rule().apply(state[CENTROIDS], weights, parts, version).astype(np.float32)
+        )
         return new
 
     # Checkpoints ---------------------------------------------------------------------
@@ -186,7 +191,7 @@ class ServerUpdate:
         """The server momentum and the strategy's own memory, in one flat dict (the layout
         checkpoints have always had)."""
         out = {f"{VELOCITY}{k}": v for k, v in self._velocity.items()}
-        out.update(self.strategy.state_dict())
+        out.update(self.strategy.memory)
         return out
 
     def load_state_dict(self, state: dict[str, NDArray[Any]]) -> None:
@@ -195,9 +200,7 @@ class ServerUpdate:
             for k, v in state.items()
             if k.startswith(VELOCITY)
         }
-        self.strategy.load_state_dict(
-            {k: v for k, v in state.items() if not k.startswith(VELOCITY)}
-        )
+        self.strategy.memory = {k: v for k, v in state.items() if not k.startswith(VELOCITY)}
 
 
 def server_update_for(strategy: Strategy[Any], fed: FederationConfig) -> ServerUpdate:

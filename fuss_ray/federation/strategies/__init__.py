@@ -10,7 +10,9 @@ import pkgutil
 
 from fuss_ray.federation.strategies.base import (
     STRATEGIES,
+    AsyncRule,
     ClientUpdate,
+    Contribution,
     Strategy,
     StrategyParams,
     async_strategies,
@@ -24,7 +26,9 @@ for _module in pkgutil.iter_modules(__path__):
 
 __all__ = [
     "STRATEGIES",
+    "AsyncRule",
     "ClientUpdate",
+    "Contribution",
     "Strategy",
     "StrategyParams",
     "async_strategies",

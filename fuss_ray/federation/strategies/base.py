@@ -10,7 +10,8 @@ federation's (`fuss_ray.federation.server_update`).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar, final
 
 import numpy as np
 from numpy.typing import NDArray
@@ -29,7 +30,9 @@ __all__ = [
     "CENTROIDS",
     "STRATEGIES",
     "Arrays",
+    "AsyncRule",
     "ClientUpdate",
+    "Contribution",
     "ModelState",
     "RunShape",
     "Strategy",
@@ -91,25 +94,58 @@ class RunShape:
         return {None: global_state}
 
 
+@dataclass
+class Contribution:
+    """What one client adds to a round's centroid rule, computed on its host.
+
+    `summed`: arrays the hosts and then the server sample-weight-sum over the round's
+    clients (each key needs an array of its scale from `Strategy.scales`, which fixes the
+    exact fixed-point grid); `per_client`: small arrays the server needs client by client
+    (FedCC's centroid pool).
+    """
+
+    summed: dict[str, NDArray[Any]] = field(default_factory=dict)
+    per_client: Arrays = field(default_factory=dict)
+
+
+class AsyncRule(ABC):
+    """A strategy's centroid rule for asynchronous federation (FedBuff): what a client
+    contributes against the centroids it started from, and how a full buffer of
+    contributions moves the centroids."""
+
+    @abstractmethod
+    def contribution(self, start: NDArray[np.float32], update: ClientUpdate) -> Arrays:
+        """The centroid part of a client's buffered contribution."""
+
+    @abstractmethod
+    def apply(
+        self, current: NDArray[np.float32], weights: list[float], parts: list[Arrays], version: int
+    ) -> NDArray[np.float32]:
+        """The next centroids from a full buffer (weights and contributions, in order)."""
+
+
 class Strategy(ABC, Generic[P]):
     """A federation strategy: what a client adds to its objective, and how the centroids
     of a round's clients become the next global centroids.
 
     The head is merged by the federation's rule, the same for every strategy (see
     `fuss_ray.federation.server_update`); centroids are where strategies differ, because
-    they are permutation-ambiguous. A strategy author overrides:
+    they are permutation-ambiguous. A strategy author overrides, of seven hooks, those it
+    needs:
     - `client_objective()`: the hooks that add loss terms, a starting point and
       per-client state to local training (FedProx, MOON, SCAFFOLD; `objective.py`);
     - `broadcast()`: what the server sends with the global state (SCAFFOLD's control);
-    - the centroid rule, in three parts so that hosts do most of it: per client, what is
-      weighted-summed (`summands`, each key with an array of its scale in `scales`) and
-      what the server needs client by client (`per_client`, FedCC's centroid pool); on the
-      server, `reduce_centroids` from the merged contributions;
-    - asynchronously (FedBuff), `async_centroids` and `buffer_centroids`;
-    - `state_dict` / `load_state_dict` for what it carries between rounds;
+    - the centroid rule, split so that hosts do most of it: per client, its
+      `contribution()` (what is weighted-summed, each key with an array of its scale in
+      `scales()`, and what the server needs client by client); on the server,
+      `reduce_centroids()` from the merged contributions (the one abstract method), where
+      a strategy with server memory also updates it;
+    - `asynchronous()`: the rule for FedBuff buffers (an `AsyncRule`; none by default);
     - `run_shape()`, only where the strategy changes the run itself (`RunShape`).
-    A new strategy is one module in this package (or in a plugin, see `fuss_ray.plugins`):
-    its `Params`, its `reduce_centroids`, and whichever hooks it needs.
+    What a strategy carries between rounds lives in `self.memory` (named arrays), which
+    checkpoints save and restore. A new strategy is one module in this package (or in a
+    plugin, see `fuss_ray.plugins`): its `Params`, its `reduce_centroids`, and whichever
+    hooks it needs.
     """
 
     name: ClassVar[str]
@@ -134,6 +170,9 @@ class Strategy(ABC, Generic[P]):
         self.seed = seed
         self.num_clients = 0  # the federation's size and data, once the server attaches
         self.total_samples = 0
+        # What the strategy carries between rounds (SCAFFOLD's control variate), by name:
+        # checkpoints save it and a resumed run restores it as it was.
+        self.memory: dict[str, NDArray[Any]] = {}
 
     def attach(self, num_clients: int, total_samples: int) -> None:
         """Told by the server once: how many clients and training images exist in all."""
@@ -148,51 +187,27 @@ class Strategy(ABC, Generic[P]):
         """What the server sends each sampled client this round."""
         return Broadcast(state)
 
-    def state_dict(self) -> dict[str, NDArray[Any]]:
-        """What the strategy carries between rounds, for checkpoints (none by default)."""
-        return {}
-
-    def load_state_dict(self, state: dict[str, NDArray[Any]]) -> None:
-        """Undo `state_dict` (a strategy without memory has nothing to restore)."""
-
     # The centroid rule ---------------------------------------------------------------
 
     def scales(self, global_state: ModelState) -> dict[str, Any]:
-        """Each key of `summands` with an array of its scale (from which the fixed-point
-        grid's bounds are set; see `reduction.grid_shifts`)."""
+        """Each key of `Contribution.summed` with an array of its scale (from which the
+        fixed-point grid's bounds are set; see `reduction.grid_shifts`)."""
         return {}
 
-    def summands(self, global_state: ModelState, update: ClientUpdate) -> dict[str, NDArray[Any]]:
-        """Per client: arrays to be sample-weighted-summed over the round's clients."""
-        return {}
-
-    def per_client(self, update: ClientUpdate) -> Arrays:
-        """Per client: small arrays the server needs one by one (FedCC's pool)."""
-        return {}
+    def contribution(self, global_state: ModelState, update: ClientUpdate) -> Contribution:
+        """Per client, on its host: what it adds to the round's centroid rule."""
+        return Contribution()
 
     @abstractmethod
     def reduce_centroids(
         self, global_centroids: NDArray[np.float32], reduced: Reduced, server_round: int
     ) -> NDArray[np.float32]:
-        """The next global centroids from the round's merged contributions."""
+        """The next global centroids from the round's merged contributions (a strategy
+        with server memory updates `self.memory` from them here)."""
 
-    def after_merge(self, global_state: ModelState, reduced: Reduced) -> None:
-        """Update the strategy's own server memory from the merged round (SCAFFOLD's
-        control variate); nothing by default."""
-
-    # Asynchronous federation (FedBuff, `federation.mode: async`): what a client
-    # contributes against the centroids it started from, and how a full buffer of
-    # contributions moves the centroids. A strategy without them runs synchronously only.
-
-    def async_centroids(self, start: NDArray[np.float32], update: ClientUpdate) -> Arrays:
-        """The centroid part of a client's buffered contribution."""
-        raise NotImplementedError(f"{self.name} does not run asynchronously")
-
-    def buffer_centroids(
-        self, current: NDArray[np.float32], weights: list[float], parts: list[Arrays], version: int
-    ) -> NDArray[np.float32]:
-        """The next centroids from a full buffer (weights and contributions, in order)."""
-        raise NotImplementedError(f"{self.name} does not run asynchronously")
+    def asynchronous(self) -> AsyncRule | None:
+        """The strategy's rule for FedBuff buffers; None: it runs synchronously only."""
+        return None
 
     # A strategy that changes the run itself (centralised training pools the data,
     # local-only scores each client's own model) says so with its own `RunShape`.
@@ -201,11 +216,10 @@ class Strategy(ABC, Generic[P]):
         """How the run differs from a federation's (by default it does not)."""
         return RunShape()
 
-    supports_async: ClassVar[bool] = False  # True where the two async hooks are defined
-
+    @final
     def runs_asynchronously(self) -> bool:
-        """Whether the strategy has an asynchronous form (see `async_centroids`)."""
-        return self.supports_async
+        """Whether the strategy has an asynchronous form (not a hook: see `asynchronous`)."""
+        return self.asynchronous() is not None
 
 
 _S = TypeVar("_S", bound=type[Strategy[Any]])
@@ -230,5 +244,16 @@ def strategy_for(config: RunConfig) -> Strategy[Any]:
 
 
 def async_strategies() -> list[str]:
-    """The registered strategies that run asynchronously, for error messages."""
-    return sorted(n for n, cls in STRATEGIES.items() if cls.supports_async)
+    """The registered strategies that run asynchronously (with their default settings),
+    for error messages; one that cannot be built without settings is left out."""
+    from pydantic import ValidationError
+
+    names = []
+    for name in STRATEGIES:
+        try:
+            strategy = build_strategy({"name": name})
+        except ValidationError:
+            continue
+        if strategy.runs_asynchronously():
+            names.append(name)
+    return sorted(names)

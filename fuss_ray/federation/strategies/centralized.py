@@ -12,6 +12,8 @@ from fuss_ray.federation.reduction import Reduced
 from fuss_ray.federation.strategies.base import (
     CENTROIDS,
     ClientUpdate,
+    Contribution,
+    ModelState,
     RunShape,
     Strategy,
     StrategyParams,
@@ -67,8 +69,8 @@ class Centralized(Strategy[CentralizedParams]):
     def run_shape(self) -> Pooled:
         return Pooled(self.params.budget)
 
-    def per_client(self, update: ClientUpdate) -> dict[str, NDArray[Any]]:
-        return {CENTROIDS: update.state[CENTROIDS]}
+    def contribution(self, global_state: ModelState, update: ClientUpdate) -> Contribution:
+        return Contribution(per_client={CENTROIDS: update.state[CENTROIDS]})
 
     def reduce_centroids(
         self, global_centroids: NDArray[np.float32], reduced: Reduced, server_round: int

@@ -11,7 +11,9 @@ from fuss_ray.federation.reduction import Reduced, weighted_mean
 from fuss_ray.federation.strategies.base import (
     CENTROIDS,
     Arrays,
+    AsyncRule,
     ClientUpdate,
+    Contribution,
     ModelState,
     P,
     Strategy,
@@ -30,24 +32,29 @@ class IndexAveraging(Strategy[P]):
     def scales(self, global_state: ModelState) -> dict[str, Any]:
         return {CENTROIDS: global_state[CENTROIDS]}
 
-    def summands(self, global_state: ModelState, update: ClientUpdate) -> dict[str, NDArray[Any]]:
-        return {CENTROIDS: update.state[CENTROIDS]}
+    def contribution(self, global_state: ModelState, update: ClientUpdate) -> Contribution:
+        return Contribution(summed={CENTROIDS: update.state[CENTROIDS]})
 
     def reduce_centroids(
         self, global_centroids: NDArray[np.float32], reduced: Reduced, server_round: int
     ) -> NDArray[np.float32]:
         return reduced.mean(CENTROIDS)
 
-    supports_async = True
+    def asynchronous(self) -> AsyncRule | None:
+        return IndexChanges()
 
-    def async_centroids(self, start: NDArray[np.float32], update: ClientUpdate) -> Arrays:
+
+class IndexChanges(AsyncRule):
+    """FedBuff for index-aligned centroids: each moves by the weighted mean of the
+    clients' changes of it."""
+
+    def contribution(self, start: NDArray[np.float32], update: ClientUpdate) -> Arrays:
         """Its change of each centroid, index by index."""
         return {CENTROIDS: update.state[CENTROIDS].astype(np.float64) - start}
 
-    def buffer_centroids(
+    def apply(
         self, current: NDArray[np.float32], weights: list[float], parts: list[Arrays], version: int
     ) -> NDArray[np.float32]:
-        """Each centroid moves by the weighted mean of the clients' changes of it."""
         delta = weighted_mean(weights, parts, CENTROIDS)
         return (current.astype(np.float64) + delta).astype(np.float32)
 

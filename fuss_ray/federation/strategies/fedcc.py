@@ -7,7 +7,8 @@ because it is a cluster centre of the pool (k-means), never because of its index
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -17,7 +18,10 @@ from fuss_ray.federation.reduction import Reduced
 from fuss_ray.federation.strategies.base import (
     CENTROIDS,
     Arrays,
+    AsyncRule,
     ClientUpdate,
+    Contribution,
+    ModelState,
     P,
     Strategy,
     StrategyParams,
@@ -35,26 +39,33 @@ def centroid_pool(reduced: Reduced) -> NDArray[np.float64]:
 class _FromThePool(Strategy[P]):
     """Strategies that need every client's centroids one by one (they are small)."""
 
-    def per_client(self, update: ClientUpdate) -> dict[str, NDArray[Any]]:
-        return {CENTROIDS: update.state[CENTROIDS]}
+    def contribution(self, global_state: ModelState, update: ClientUpdate) -> Contribution:
+        return Contribution(per_client={CENTROIDS: update.state[CENTROIDS]})
 
-    # Asynchronous: a full buffer's centroids are pooled after the current global ones,
-    # and C are chosen from that pool as in a round (maximin starts from the current
-    # global centroid 0), so the global set is the anchor the buffer refines.
-    supports_async = True
-
-    def async_centroids(self, start: NDArray[np.float32], update: ClientUpdate) -> Arrays:
-        return {CENTROIDS: update.state[CENTROIDS].astype(np.float64)}
-
-    def buffer_centroids(
-        self, current: NDArray[np.float32], weights: list[float], parts: list[Arrays], version: int
-    ) -> NDArray[np.float32]:
-        pool = np.concatenate([current.astype(np.float64), *(p[CENTROIDS] for p in parts)])
-        return self.select(pool, len(current), version)
+    def asynchronous(self) -> AsyncRule | None:
+        return PooledBuffer(self.select)
 
     def select(self, pool: NDArray[np.float64], count: int, key: int) -> NDArray[np.float32]:
         """C centroids out of a pool (client-major; the first rows are the anchor)."""
         raise NotImplementedError
+
+
+class PooledBuffer(AsyncRule):
+    """Asynchronous FedCC: a full buffer's centroids are pooled after the current global
+    ones, and C are chosen from that pool as in a round (maximin starts from the current
+    global centroid 0), so the global set is the anchor the buffer refines."""
+
+    def __init__(self, select: Callable[[NDArray[np.float64], int, int], NDArray[np.float32]]):
+        self.select = select
+
+    def contribution(self, start: NDArray[np.float32], update: ClientUpdate) -> Arrays:
+        return {CENTROIDS: update.state[CENTROIDS].astype(np.float64)}
+
+    def apply(
+        self, current: NDArray[np.float32], weights: list[float], parts: list[Arrays], version: int
+    ) -> NDArray[np.float32]:
+        pool = np.concatenate([current.astype(np.float64), *(p[CENTROIDS] for p in parts)])
+        return self.select(pool, len(current), version)
 
 
 def maximin_select(pool: NDArray[np.float64], count: int) -> NDArray[np.int64]:

@@ -7,6 +7,7 @@ centroid, and the aligned centroids are averaged with data weights.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
@@ -15,16 +16,19 @@ from pydantic import Field
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
 
-from fuss_ray.federation.reduction import Reduced, weighted_mean
+from fuss_ray.federation.reduction import Reduced
 from fuss_ray.federation.strategies.base import (
     CENTROIDS,
     Arrays,
+    AsyncRule,
     ClientUpdate,
+    Contribution,
     ModelState,
     Strategy,
     StrategyParams,
     register_strategy,
 )
+from fuss_ray.federation.strategies.fedavg import IndexChanges
 
 
 class OTMatchParams(StrategyParams):
@@ -81,8 +85,8 @@ class OTMatch(Strategy[OTMatchParams]):
     def scales(self, global_state: ModelState) -> dict[str, Any]:
         return {ALIGNED: global_state[CENTROIDS]}
 
-    def summands(self, global_state: ModelState, update: ClientUpdate) -> dict[str, NDArray[Any]]:
-        return {ALIGNED: self._aligned(global_state[CENTROIDS], update)}
+    def contribution(self, global_state: ModelState, update: ClientUpdate) -> Contribution:
+        return Contribution(summed={ALIGNED: self._aligned(global_state[CENTROIDS], update)})
 
     def _aligned(
         self, global_centroids: NDArray[np.float32], update: ClientUpdate
@@ -105,17 +109,19 @@ class OTMatch(Strategy[OTMatchParams]):
     ) -> NDArray[np.float32]:
         return reduced.mean(ALIGNED)
 
-    supports_async = True
+    def asynchronous(self) -> AsyncRule | None:
+        return AlignedChanges(self._aligned)
 
-    def async_centroids(self, start: NDArray[np.float32], update: ClientUpdate) -> Arrays:
-        """Its centroids aligned to the centroids it started from, minus those: a change in
-        the global centroids' own index frame, whatever order the client's are in."""
-        aligned = self._aligned(start, update)
-        return {CENTROIDS: aligned - start.astype(np.float64)}
 
-    def buffer_centroids(
-        self, current: NDArray[np.float32], weights: list[float], parts: list[Arrays], version: int
-    ) -> NDArray[np.float32]:
-        """Each global centroid moves by the weighted mean of its aligned changes."""
-        delta = weighted_mean(weights, parts, CENTROIDS)
-        return (current.astype(np.float64) + delta).astype(np.float32)
+class AlignedChanges(IndexChanges):
+    """FedBuff for OT matching: a client's centroids aligned to the centroids it started
+    from, minus those, are a change in the global centroids' own index frame whatever
+    order the client's are in; each global centroid moves by the weighted mean of them."""
+
+    def __init__(
+        self, aligned: Callable[[NDArray[np.float32], ClientUpdate], NDArray[np.float64]]
+    ) -> None:
+        self.aligned = aligned
+
+    def contribution(self, start: NDArray[np.float32], update: ClientUpdate) -> Arrays:
+        return {CENTROIDS: self.aligned(start, update) - start.astype(np.float64)}

@@ -26,7 +26,12 @@ from numpy.typing import NDArray
 
 from fuss_ray.federation.objective import ClientObjective, LocalRun
 from fuss_ray.federation.reduction import Reduced
-from fuss_ray.federation.strategies.base import StrategyParams, register_strategy
+from fuss_ray.federation.strategies.base import (
+    AsyncRule,
+    Contribution,
+    StrategyParams,
+    register_strategy,
+)
 from fuss_ray.federation.strategies.fedavg import IndexAveraging
 from fuss_ray.federation.types import Arrays, Broadcast, ClientUpdate, ModelState
 
@@ -88,14 +93,15 @@ class Scaffold(IndexAveraging[ScaffoldParams]):
 
     name = "scaffold"
     Params = ScaffoldParams
-    supports_async = False  # control variates under staleness: not defined here
 
-    def __init__(self, params: ScaffoldParams, *args: Any, **kwargs: Any) -> None:
-        super().__init__(params, *args, **kwargs)
-        self.control: dict[str, NDArray[np.float64]] = {}
+    # The server's control variate c lives in `self.memory` as `CONTROL + key` (float64),
+    # so checkpoints carry it; a key no round has moved yet is zero.
 
     def _c(self, state: ModelState) -> dict[str, NDArray[np.float64]]:
-        return {k: self.control.get(k, np.zeros(v.shape, np.float64)) for k, v in state.items()}
+        return {
+            k: self.memory.get(f"{CONTROL}{k}", np.zeros(v.shape, np.float64))
+            for k, v in state.items()
+        }
 
     def client_objective(self) -> ControlVariates:
         return ControlVariates()
@@ -109,30 +115,23 @@ class Scaffold(IndexAveraging[ScaffoldParams]):
         refs.update({f"{CHANGE}{k}": v for k, v in self._c(global_state).items()})
         return refs
 
-    def summands(self, global_state: ModelState, update: ClientUpdate) -> Arrays:
-        out = super().summands(global_state, update)
-        out.update({k: v for k, v in update.extras.items() if k.startswith(CHANGE)})
+    def contribution(self, global_state: ModelState, update: ClientUpdate) -> Contribution:
+        out = super().contribution(global_state, update)
+        out.summed.update({k: v for k, v in update.extras.items() if k.startswith(CHANGE)})
         return out
 
-    def after_merge(self, global_state: ModelState, reduced: Reduced) -> None:
-        """c moves by the accepted share of clients times their mean change of c_i."""
+    def reduce_centroids(
+        self, global_centroids: NDArray[np.float32], reduced: Reduced, server_round: int
+    ) -> NDArray[np.float32]:
+        """FedAvg's centroids; c moves by the accepted share of clients times their mean
+        change of c_i (updates that carry no change of a key leave its c alone)."""
         share = len(reduced.accepted()) / max(1, self.num_clients)
-        self.control = {
-            k: c + share * reduced.mean(f"{CHANGE}{k}").astype(np.float64)
-            if f"{CHANGE}{k}" in reduced.sums  # updates that carry no change leave c alone
-            else c
-            for k, c in self._c(global_state).items()
-        }
+        for key in reduced.sums:
+            if key.startswith(CHANGE):
+                name = f"{CONTROL}{key.removeprefix(CHANGE)}"
+                c = self.memory.get(name, np.zeros(reduced.sums[key].shape, np.float64))
+                self.memory[name] = c + share * reduced.mean(key).astype(np.float64)
+        return super().reduce_centroids(global_centroids, reduced, server_round)
 
-    def state_dict(self) -> dict[str, NDArray[Any]]:
-        out = super().state_dict()
-        out.update({f"{CONTROL}{k}": v for k, v in self.control.items()})
-        return out
-
-    def load_state_dict(self, state: dict[str, NDArray[Any]]) -> None:
-        super().load_state_dict(state)
-        self.control = {
-            k.removeprefix(CONTROL): v.astype(np.float64)
-            for k, v in state.items()
-            if k.startswith(CONTROL)
-        }
+    def asynchronous(self) -> AsyncRule | None:
+        return None  # control variates under staleness: not defined here

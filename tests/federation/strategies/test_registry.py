@@ -5,7 +5,7 @@ from fuss_ray.config import strategy_params
 from fuss_ray.data.partition import Partition
 from fuss_ray.federation.reduction import reduce_updates
 from fuss_ray.federation.server_update import build_update
-from fuss_ray.federation.strategies import STRATEGIES, build_strategy
+from fuss_ray.federation.strategies import STRATEGIES, async_strategies, build_strategy
 from fuss_ray.federation.strategies.fedprox import Proximal
 from fuss_ray.federation.strategies.local import OwnModel
 from fuss_ray.federation.strategies.moon import Contrastive
@@ -71,3 +71,31 @@ def test_special_strategies_say_what_they_are_in_their_own_hooks() -> None:
     only = update(0, 4, [[1, 2]], head=5.0)
     out = build_update({"name": "centralized"}, 0).aggregate(global_state([[0, 0]]), [only], 1)
     assert out["centroids"].tolist() == [[1, 2]] and out["head.w"].tolist() == [5.0, 5.0]
+
+
+def test_a_strategy_author_has_seven_hooks_and_one_memory() -> None:
+    """The whole interface a strategy may override (Flower's Strategy has six abstract
+    methods; pfl-research's algorithms two hooks): growing it is a design decision."""
+    from fuss_ray.federation.strategies.base import Strategy
+
+    hooks = {
+        name
+        for name, value in vars(Strategy).items()
+        if callable(value) and not name.startswith("_")
+    } - {"attach", "runs_asynchronously"}  # told by the server; derived, `@final`
+    assert hooks == {
+        "client_objective",
+        "broadcast",
+        "scales",
+        "contribution",
+        "reduce_centroids",
+        "asynchronous",
+        "run_shape",
+    }
+    assert Strategy.__abstractmethods__ == frozenset({"reduce_centroids"})
+    # Server memory is plain named arrays: SCAFFOLD keeps its control variate there.
+    assert build_strategy({"name": "scaffold"}, 0).memory == {}
+    # Other tests may register strategies of their own; the built-ins are these.
+    runs_async = set(async_strategies())
+    assert {"fedavg", "fedprox", "moon", "fuss-maximin", "fuss-kmeans", "ot-match"} <= runs_async
+    assert not {"scaffold", "centralized", "local"} & runs_async

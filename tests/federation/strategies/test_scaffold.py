@@ -11,7 +11,7 @@ from fuss_ray.config import validate_config
 from fuss_ray.federation.checkpoint import latest_checkpoint
 from fuss_ray.federation.objective import LocalRun
 from fuss_ray.federation.server_update import build_update
-from fuss_ray.federation.strategies import STRATEGIES, build_strategy
+from fuss_ray.federation.strategies import STRATEGIES
 from fuss_ray.federation.strategies.scaffold import CHANGE, CONTROL, ControlVariates
 from fuss_ray.federation.types import Broadcast, ClientUpdate
 from fuss_ray.models.head import FussModel, model_state
@@ -73,12 +73,16 @@ def test_the_server_moves_c_by_the_sampled_share_of_the_mean_change() -> None:
     out = update.aggregate(g, [_update(0, 10, 1.0, 2.0), _update(1, 30, 3.0, 6.0)], 1)
     assert out["head.w"].tolist() == [5.0, 5.0]  # FedAvg of the heads: (10 * 2 + 30 * 6) / 40
     # Two of four clients sampled; their weighted mean change is (10 * 1 + 30 * 3) / 40 = 2.5.
-    assert np.allclose(strategy.control["head.w"], 0.5 * 2.5)
+    assert np.allclose(strategy.memory[f"{CONTROL}head.w"], 0.5 * 2.5)
     extras = strategy.broadcast(out).extras
     assert np.allclose(extras[f"{CONTROL}centroids"], 1.25)
-    restored = build_strategy({"name": "scaffold"}, 0)
-    restored.load_state_dict(strategy.state_dict())
-    assert np.array_equal(restored.control["head.w"], strategy.control["head.w"])
+    # The control variate is the strategy's memory: it travels with the server update's
+    # checkpoint part, and a restored update broadcasts the same c.
+    restored = build_update({"name": "scaffold"}, 0)
+    restored.load_state_dict(update.state_dict())
+    assert np.array_equal(
+        restored.strategy.broadcast(out).extras[f"{CONTROL}head.w"], extras[f"{CONTROL}head.w"]
+    )
 
 
 def _cfg(cache_dir: Path, **extra: Any) -> Any:
