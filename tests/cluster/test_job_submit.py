@@ -76,16 +76,23 @@ def test_a_job_submitted_to_the_cluster_runs_the_simulation(
             assert head.poll() is None, (tmp_path / "head.log").read_text()[-3000:]
             assert time.time() < deadline, "the job server did not come up in 180 s"
             time.sleep(1)
-        # As docs/cluster.md writes it, with absolute paths (the job runs elsewhere).
+        # As docs/cluster.md writes it, with absolute paths (the job runs elsewhere). The
+        # job server answers before the head's agent takes jobs ("No available agent"):
+        # nothing ran then, so the submission is repeated.
         submit = [RAY, "job", "submit", "--address", address, "--"]
-        job = subprocess.run(
-            [*submit, "fuss-ray", "run", str(path), "--out", str(out), "--quiet"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
+        while True:
+            job = subprocess.run(
+                [*submit, "fuss-ray", "run", str(path), "--out", str(out), "--quiet"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=600,
+                check=False,
+            )
+            if "No available agent" not in job.stdout + job.stderr:
+                break
+            assert time.time() < deadline, "the head's job agent did not come up in 180 s"
+            time.sleep(2)
         assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
         assert "succeeded" in job.stdout
     finally:
