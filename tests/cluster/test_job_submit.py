@@ -41,6 +41,9 @@ def test_a_job_submitted_to_the_cluster_runs_the_simulation(
             "--include-dashboard=true",
             "--dashboard-host=127.0.0.1",
             f"--dashboard-port={dashboard}",
+            # Jobs go through the head's dashboard agent; its default port (52365) is
+            # taken by the agent of the tests' own Ray when both run at once.
+            f"--dashboard-agent-listen-port={free_port()}",
         ],
         env=env,
         start_new_session=True,
