@@ -154,8 +154,9 @@ class RoundLoop(ABC):
         """The process of each Ray client host (none in-process)."""
 
     @abstractmethod
-    def shutdown(self) -> None:
-        """Release the hosts (and the server actor)."""
+    def shutdown(self, wait: bool = True) -> None:
+        """Release the hosts (and the server actor). `wait=False`: the run is being
+        abandoned (Ctrl-C, a failure), so nothing waits for a round in progress."""
 
 
 def _node_id() -> str | None:
@@ -247,7 +248,7 @@ class LocalLoop(RoundLoop):
         """The hosts' own placement group, so the driver can remove it if this dies."""
         return getattr(self.executor, "own_pg", None)
 
-    def shutdown(self) -> None:
+    def shutdown(self, wait: bool = True) -> None:
         self.executor.shutdown()
 
 
@@ -377,16 +378,19 @@ class ActorLoop(RoundLoop):
     def host_pids(self) -> list[int]:
         return list(self._call("host_pids"))
 
-    def shutdown(self) -> None:
+    def shutdown(self, wait: bool = True) -> None:
         """Stop the hosts, then the server actor; remove the hosts' placement group even
         when the server actor died before it could (Ray keeps an actor's placement groups
-        until the job ends)."""
+        until the job ends). Without `wait` the actor is killed at once, even in the middle
+        of a round (its calls run one at a time, so a polite request would wait for the
+        round), and its hosts die with it."""
         import contextlib
 
         import ray
 
-        with contextlib.suppress(ray.exceptions.RayError):
-            ray.get(self.actor.shutdown.remote())
+        if wait:
+            with contextlib.suppress(ray.exceptions.RayError):
+                ray.get(self.actor.shutdown.remote())
         ray.kill(self.actor)
         if self.group is not None:
             with contextlib.suppress(Exception):

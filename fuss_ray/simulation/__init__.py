@@ -94,7 +94,7 @@ def run_simulation(
         status = "FAILED"
         raise
     finally:
-        loop.shutdown()
+        loop.shutdown(wait=status == "FINISHED")  # Ctrl-C does not wait for the round
         if status != "FINISHED":
             tracker.finish(status)
     timings["rounds_s"] = progress.elapsed() - progress.elapsed_before

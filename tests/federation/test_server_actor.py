@@ -6,6 +6,7 @@ host kills, a server kill and `--resume`.
 """
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,12 @@ class _Failing:
     def die(self) -> None:
         os._exit(1)
 
+    def busy(self, seconds: float) -> None:  # a long round
+        time.sleep(seconds)
+
+    def shutdown(self) -> None:
+        """What a LocalLoop's shutdown is asked: it waits its turn behind `busy`."""
+
 
 @pytest.mark.ray
 def test_the_actors_errors_reach_the_driver_as_one_line(ray_session: None, tmp_path: Path) -> None:
@@ -122,6 +129,23 @@ def test_the_actors_errors_reach_the_driver_as_one_line(ray_session: None, tmp_p
     assert str(died.value) == (
         "the server actor died in round 3, before any checkpoint: run it again"
     )
+
+
+@pytest.mark.ray
+def test_an_abandoned_run_kills_the_server_actor_without_waiting_for_its_round(
+    ray_session: None, tmp_path: Path
+) -> None:
+    import ray
+
+    loop = ActorLoop.__new__(ActorLoop)
+    loop.actor = ray.remote(_Failing).options(num_cpus=0, max_restarts=0).remote()
+    loop.group = None
+    round_in_progress = loop.actor.busy.remote(120)
+    started = time.monotonic()
+    loop.shutdown(wait=False)  # Ctrl-C in the middle of a round
+    assert time.monotonic() - started < 10
+    with pytest.raises(ray.exceptions.RayActorError):
+        ray.get(round_in_progress, timeout=30)
 
 
 @pytest.mark.ray
