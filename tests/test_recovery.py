@@ -313,6 +313,12 @@ def test_sigkill_of_a_run_with_its_own_ray_leaves_nothing_behind(
     assert not [(p.pid, p.name()) for p in alive if p.status() != psutil.STATUS_ZOMBIE]
 
 
+def ray_node_id() -> str:
+    import ray
+
+    return str(ray.get_runtime_context().get_node_id())
+
+
 @pytest.fixture
 def loops(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """Every round loop a run builds, so that a test can ask where its processes are."""
@@ -369,12 +375,6 @@ def test_killed_actor_is_restarted_and_its_clients_retrained(
         summary["mlflow_run_id"], "failed_actors"
     )
     assert [(m.step, m.value) for m in history] == [(1, 0.0), (2, 1.0), (3, 0.0)]
-
-
-def ray_node_id() -> str:
-    import ray
-
-    return str(ray.get_runtime_context().get_node_id())
 
 
 @pytest.mark.ray

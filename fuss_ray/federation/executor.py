@@ -236,10 +236,15 @@ def check_shared(paths: dict[str, str]) -> None:
 OBJECT_STORE_AUTO_BYTES = 2**30
 
 
+def resource_bundle(cpus: float, gpus: float, resources: dict[str, float]) -> dict[str, float]:
+    """A Ray reservation: CPUs, GPUs and custom resources, without the zero ones."""
+    bundle = {"CPU": cpus, "GPU": gpus, **resources}
+    return {k: v for k, v in bundle.items() if v > 0}
+
+
 def actor_bundle(fed: FederationConfig) -> dict[str, float]:
     """What one client actor reserves: its CPUs, GPUs and custom resources."""
-    bundle = {"CPU": fed.num_cpus, "GPU": fed.num_gpus, **fed.resources}
-    return {k: v for k, v in bundle.items() if v > 0}
+    return resource_bundle(fed.num_cpus, fed.num_gpus, fed.resources)
 
 
 def use_object_store(fed: FederationConfig, store_bytes: int) -> bool:
@@ -278,7 +283,7 @@ def check_resources(
         "GPU": "lower federation.num_gpus",
     }
     have = ray.cluster_resources()  # type: ignore[no-untyped-call]
-    each = {"CPU": fed.num_cpus, "GPU": fed.num_gpus, **fed.resources}
+    each = actor_bundle(fed)
     for name in dict.fromkeys([*each, *server]):
         per, extra = each.get(name, 0.0), server.get(name, 0.0)
         need = actors * per + extra

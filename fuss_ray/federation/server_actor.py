@@ -27,14 +27,19 @@ import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from fuss_ray.config import FederationConfig, RunConfig, ServerConfig
 from fuss_ray.errors import SimulationError, UserError
 from fuss_ray.features.cache import FeatureStore
 from fuss_ray.federation.checkpoint import Checkpoint, CheckpointWriter, latest_checkpoint
 from fuss_ray.federation.client import HostSpec
-from fuss_ray.federation.executor import Executor, RayExecutor, SequentialExecutor
+from fuss_ray.federation.executor import (
+    Executor,
+    RayExecutor,
+    SequentialExecutor,
+    resource_bundle,
+)
 from fuss_ray.federation.server import RoundResult, Server
 from fuss_ray.federation.strategies import Strategy
 from fuss_ray.federation.types import ModelState
@@ -81,7 +86,7 @@ def server_bundle(fed: FederationConfig) -> dict[str, float]:
     if not uses_server_actor(fed):
         return {}
     s = fed.server
-    return {k: v for k, v in {"CPU": s.num_cpus, "GPU": s.num_gpus, **s.resources}.items() if v}
+    return resource_bundle(s.num_cpus, s.num_gpus, s.resources)
 
 
 def uses_server_actor(fed: FederationConfig) -> bool:
@@ -252,6 +257,19 @@ class LocalLoop(RoundLoop):
         self.executor.shutdown()
 
 
+class ServerHost:
+    """The server actor: a `LocalLoop` built by `start` rather than by the constructor, since
+    Ray reports an error raised in an actor's constructor only as the actor's death, and a
+    user's error there (a path some node cannot see, a placement that never comes) must
+    reach the driver as its own one line."""
+
+    def start(self, parts: ServerParts) -> None:
+        self.loop = LocalLoop(parts, in_actor=True)
+
+    def call(self, method: str, *args: Any) -> Any:
+        return getattr(self.loop, method)(*args)
+
+
 def server_options(server: ServerConfig) -> dict[str, Any]:
     """The server actor's resources and node: `node` pins it, custom `resources` pick a
     node that has them, and otherwise it runs on the head node (where `ray job submit`
@@ -311,27 +329,31 @@ class ActorLoop(RoundLoop):
 
         self.checkpoints = parts.checkpoints
         self.server_round = 0
-        actor_cls = ray.remote(LocalLoop)
-        options = server_options(parts.config.federation.server)
-        self.actor: Any = actor_cls.options(**options).remote(parts, True)
         self.group: Any = None
-        self.group = self._call("placement_group")
+        options = server_options(parts.config.federation.server)
+        self.actor: Any = cast(Any, ray.remote(ServerHost)).options(**options).remote()
+        try:
+            self._get(self.actor.start.remote(parts))
+            self.group = self._call("placement_group")
+        except BaseException:
+            ray.kill(self.actor)  # a loop that could not start holds nothing worth keeping
+            raise
 
     def _call(self, method: str, *args: Any) -> Any:
+        """The LocalLoop's `method` in the actor, waited for."""
+        return self._get(self.actor.call.remote(method, *args))
+
+    def _get(self, ref: Any) -> Any:
         import ray
 
         try:
-            return ray.get(getattr(self.actor, method).remote(*args))
+            return ray.get(ref)
         except ray.exceptions.RayTaskError as err:
             cause = err.cause
             if isinstance(cause, UserError | SimulationError):
                 raise cause from None
             raise
-        except ray.exceptions.RayActorError as err:
-            cause = getattr(err, "creation_task_error", None) or getattr(err, "cause", None)
-            inner = getattr(cause, "cause", cause)
-            if isinstance(inner, UserError | SimulationError):
-                raise inner from None
+        except ray.exceptions.RayActorError:
             raise SimulationError(self._death_note()) from None
 
     def _death_note(self) -> str:
@@ -390,7 +412,7 @@ class ActorLoop(RoundLoop):
 
         if wait:
             with contextlib.suppress(ray.exceptions.RayError):
-                ray.get(self.actor.shutdown.remote())
+                ray.get(self.actor.call.remote("shutdown"))
         ray.kill(self.actor)
         if self.group is not None:
             with contextlib.suppress(Exception):

@@ -51,6 +51,7 @@ __all__ = [
     "prepare",
     "prepare_partition",
     "run_simulation",
+    "server_parts",
     "set_up",
     "shaped_config",
     "simulated_clients",

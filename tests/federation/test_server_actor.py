@@ -96,6 +96,9 @@ def test_server_node_names_a_node_by_id_or_address(ray_session: None) -> None:
 class _Failing:
     """A stand-in server actor whose calls fail the ways a LocalLoop's can."""
 
+    def call(self, method: str, *args: Any) -> Any:  # as ServerHost forwards them
+        return getattr(self, method)(*args)
+
     def user(self) -> None:
         raise UserError("federation: a path some node cannot see")
 
@@ -132,6 +135,31 @@ def test_the_actors_errors_reach_the_driver_as_one_line(ray_session: None, tmp_p
 
 
 @pytest.mark.ray
+def test_a_users_error_while_the_server_actor_starts_is_one_line(
+    cache_dir: Path, tmp_path: Path, ray_session: None
+) -> None:
+    """Raised inside the actor as it builds its hosts (past the driver's own checks, which
+    this test skips by building the loop directly)."""
+    from fuss_ray.simulation import server_parts, set_up
+
+    tree = tiny_config_dict(
+        cache_dir,
+        **{
+            "federation.executor": "ray",
+            "federation.num_cpus": 0.5,
+            "federation.resources": {"nowhere": 1},
+            "tracking": False,
+        },
+    )
+    setup = set_up(validate_config(tree), tmp_path / "out", False, False)
+    with pytest.raises(UserError) as err:
+        ActorLoop(server_parts(setup))
+    assert str(err.value) == (
+        "federation.resources: 2 actors x 1 nowhere need 2 nowhere but the cluster has 0"
+    )
+
+
+@pytest.mark.ray
 def test_an_abandoned_run_kills_the_server_actor_without_waiting_for_its_round(
     ray_session: None, tmp_path: Path
 ) -> None:
@@ -140,7 +168,7 @@ def test_an_abandoned_run_kills_the_server_actor_without_waiting_for_its_round(
     loop = ActorLoop.__new__(ActorLoop)
     loop.actor = ray.remote(_Failing).options(num_cpus=0, max_restarts=0).remote()
     loop.group = None
-    round_in_progress = loop.actor.busy.remote(120)
+    round_in_progress = loop.actor.call.remote("busy", 120)
     started = time.monotonic()
     loop.shutdown(wait=False)  # Ctrl-C in the middle of a round
     assert time.monotonic() - started < 10
