@@ -351,6 +351,14 @@ class FederationConfig(_Strict):
         None, gt=0.0, description="refuse runs estimated above this (default: what is free)"
     )
     clients_per_actor: int = Field(1, ge=1, le=100_000)
+    client_batch: int = Field(
+        1,
+        ge=1,
+        le=4096,
+        description="clients of a host trained as one stacked computation (batched "
+        "products; for GPUs). 1: one at a time. Any value above 1 gives the same bits; "
+        "they differ from 1's by float rounding",
+    )
     num_cpus: float = Field(1.0, ge=0.0, le=1024.0, description="per actor")
     num_gpus: float = Field(0.0, ge=0.0, le=64.0, description="per actor")
     device: Literal["auto", "cpu", "cuda"] = Field(

@@ -23,14 +23,17 @@ from fuss_ray.config import RunConfig
 from fuss_ray.features.cache import FeatureStore
 from fuss_ray.features.knn import image_descriptors, mine_knn
 from fuss_ray.federation.checkpoint import ArrayTree, latest_checkpoint, save_tree
-from fuss_ray.federation.objective import LocalRun
+from fuss_ray.federation.objective import LocalRun, StackRun
 from fuss_ray.federation.reduction import Reduced, reduce_updates
 from fuss_ray.federation.server_update import server_update_for
 from fuss_ray.federation.steps import (
     ShardFeatures,
+    Stack,
+    StepPlan,
     StepSettings,
     plan_steps,
     reuse_freed_memory,
+    run_stacked_steps,
     run_steps,
     shard_budget,
 )
@@ -38,6 +41,13 @@ from fuss_ray.federation.strategies import strategy_for
 from fuss_ray.federation.types import CENTROIDS, Arrays, Broadcast, ClientUpdate
 from fuss_ray.losses import CorrespondenceLoss
 from fuss_ray.models.head import FussModel, load_model_state, model_state
+from fuss_ray.models.stacked import (
+    StackedParams,
+    draw_masks,
+    stack_states,
+    stacked_head,
+    unstack_states,
+)
 from fuss_ray.plugins import receive
 from fuss_ray.seeds import Stream, seed_stream
 
@@ -149,6 +159,9 @@ class ClientHost:
         self.strategy = strategy_for(self.config)
         self.update_rule = server_update_for(self.strategy, self.config.federation)
         self.objective = self.strategy.client_objective()
+        # Clients trained as one stack (1: one at a time, the per-client path); an objective
+        # without stacked hooks trains one at a time (the driver says so once).
+        self.client_batch = fed.client_batch if self.objective.stacks() else 1
         self.kept: dict[int, Arrays] = {}  # what the objective keeps per client
         self.restored_round = 0
         if spec.restore_dir is not None:
@@ -254,11 +267,33 @@ class ClientHost:
         the round, since one client may train twice between two server updates.
         """
         keys = keys or {}
+        updates: list[ClientUpdate] = []
         with self._round_features(client_ids):
-            return [
-                self._train_one(cid, broadcast, keys.get(cid, server_round))
-                for cid in sorted(client_ids)
-            ]
+            for group in self._groups(client_ids):
+                updates += self._train_group(group, broadcast, keys, server_round)
+        return sorted(updates, key=lambda u: u.client_id)
+
+    def _groups(self, client_ids: list[int]) -> list[list[int]]:
+        """The clients in id order, one at a time, or (`client_batch` > 1) in stacks of up
+        to that many clients that share a batch size (a stack's steps are one shape)."""
+        ids = sorted(client_ids)
+        if self.client_batch == 1:
+            return [[c] for c in ids]
+        by_batch: dict[int, list[int]] = {}
+        for c in ids:
+            by_batch.setdefault(self._batch_size(c), []).append(c)
+        g = self.client_batch
+        return [ids[i : i + g] for ids in by_batch.values() for i in range(0, len(ids), g)]
+
+    def _train_group(
+        self, group: list[int], broadcast: Broadcast, keys: dict[int, int], server_round: int
+    ) -> list[ClientUpdate]:
+        if self.client_batch == 1:
+            return [self._train_one(group[0], broadcast, keys.get(group[0], server_round))]
+        return self._train_stack(group, broadcast, [keys.get(c, server_round) for c in group])
+
+    def _batch_size(self, cid: int) -> int:
+        return min(self.config.train.batch_size, len(self.indices[cid]))
 
     def _round_features(self, client_ids: list[int]) -> Any:
         """Online features: extract every image these clients use, batched across them."""
@@ -282,11 +317,13 @@ class ClientHost:
         out = Reduced(shifts=dict(shifts))
         max_norm = self.config.federation.max_update_norm
         with self._round_features(client_ids):
-            for cid in sorted(client_ids):
-                update = self._train_one(cid, broadcast, server_round)
-                out = out.merge(
-                    reduce_updates(self.update_rule, broadcast.state, shifts, [update], max_norm)
-                )
+            for group in self._groups(client_ids):
+                for update in self._train_group(group, broadcast, {}, server_round):
+                    out = out.merge(
+                        reduce_updates(
+                            self.update_rule, broadcast.state, shifts, [update], max_norm
+                        )
+                    )
         return out
 
     def _train_one(self, cid: int, broadcast: Broadcast, server_round: int) -> ClientUpdate:
@@ -305,14 +342,7 @@ class ClientHost:
         torch.manual_seed(seed)  # dropout masks
         indices = self.indices[cid]
         n = len(indices)
-        plan = plan_steps(
-            n,
-            self._knn(cid),
-            min(cfg.train.batch_size, n),
-            cfg.train.local_steps,
-            seed,
-            self.loss_fn,
-        )
+        plan = self._plan(cid, seed)
         run = LocalRun(
             cid, model, broadcast, kept, self.device, cfg.train.local_steps, self._fresh_model
         )
@@ -334,7 +364,97 @@ class ClientHost:
             extras=extras,
         )
 
+    def _plan(self, cid: int, seed: int) -> StepPlan:
+        steps = self.config.train.local_steps
+        return plan_steps(
+            len(self.indices[cid]), self._knn(cid), self._batch_size(cid), steps, seed, self.loss_fn
+        )
+
+    def _train_stack(
+        self, cids: list[int], broadcast: Broadcast, rounds: list[int]
+    ) -> list[ClientUpdate]:
+        """Local training of clients that share a batch size, as one stacked computation.
+
+        Each client's draws come from its own seeds exactly as `_train_one` draws them (its
+        dropout masks from a generator seeded as that path seeds torch), so a client's
+        result does not depend on the stack it is in.
+        """
+        cfg, objective = self.config, self.objective
+        views = [self._client_view(c, broadcast) for c in cids]
+        kept = [self.kept.get(c) for c in cids]
+        starts = [objective.start_state(v, k) for v, k in zip(views, kept, strict=True)]
+        params = stack_states(starts, self.device)
+        seeds = [client_seed(cfg.seed, c, r) for c, r in zip(cids, rounds, strict=True)]
+        plans = [self._plan(c, s) for c, s in zip(cids, seeds, strict=True)]
+        stack = Stack(
+            [
+                ShardFeatures(
+                    self.store.gather,
+                    self.indices[c],
+                    self.device,
+                    self.image_bytes,
+                    self.shard_budget,
+                )
+                for c in cids
+            ],
+            plans,
+            self._stack_masks(seeds, self._batch_size(cids[0])),
+        )
+        run = StackRun(
+            cids,
+            params,
+            views,
+            kept,
+            self.device,
+            cfg.train.local_steps,
+            head=_reference_head,
+            stack=lambda states: stack_states(states, self.device),
+        )
+        objective.begin_stack(run)
+        counts, losses = run_stacked_steps(params, stack, self.loss_fn, self.steps, objective, run)
+        states = unstack_states(params)
+        ends = objective.end_stack(run, states)
+        updates = []
+        for j, cid in enumerate(cids):
+            keep, extras = ends[j]
+            if keep is not None:
+                self.kept[cid] = keep
+            updates.append(
+                ClientUpdate(
+                    client_id=cid,
+                    num_samples=len(self.indices[cid]),
+                    state=states[j],
+                    occupancy=counts[j] / max(1, counts[j].sum()),
+                    loss=float(np.mean(losses[j])),
+                    extras=extras,
+                )
+            )
+        return updates
+
+    def _stack_masks(self, seeds: list[int], batch: int) -> torch.Tensor | None:
+        """Every step's dropout masks of each client (S, calls, G * B, D'), as its own
+        path would draw them: a mask per head call (the batch, then its kNN partners)."""
+        calls = 2 if self.loss_fn.weights[1] else 1
+        steps, p = self.config.train.local_steps, self.config.model.dropout
+        dim = self.store.feature_dim
+        per_client = []
+        for seed in seeds:
+            masks = draw_masks(batch, dim, p, steps * calls, torch.Generator().manual_seed(seed))
+            if masks is None:
+                return None
+            per_client.append(masks.view(steps, calls, batch, dim))
+        return torch.cat(per_client, dim=2).to(self.device)
+
     def _image_bytes(self) -> int:
         """Bytes of one image's feature map as training reads it (float32)."""
         shape = getattr(self.store, "shape", None) or self.store.meta["feature_shape"]
         return int(np.prod(shape)) * 4
+
+
+@torch.no_grad()
+def _reference_head(params: StackedParams, features: torch.Tensor) -> torch.Tensor:
+    """Codes (G, B, D, h, w) of features (G, B, D', h, w) under stacked parameters, as a
+    reference model in eval mode computes them (no dropout, no gradient)."""
+    g, b = features.shape[:2]
+    codes = stacked_head(params, features.reshape(g * b, *features.shape[2:]))
+    return codes.view(g, b, *codes.shape[1:])

@@ -73,7 +73,7 @@ def estimate_memory(
     A logical client costs its image positions, its kNN table and whatever its strategy's
     objective keeps between rounds (`kept_states` model states: MOON's previous model,
     local-only's own model, SCAFFOLD's control variate); a host adds three model copies
-    and one batch's activations to its fixed cost.
+    and one batch's activations to its fixed cost, per client of a stack.
     """
     from fuss_ray.federation.strategies import strategy_for
 
@@ -87,7 +87,10 @@ def estimate_memory(
         client_bytes += 8 * n * (1 + k) + CLIENT_OVERHEAD + kept
     d, h, w = feature_shape
     batch = 2 * config.train.batch_size * (d + config.model.code_dim) * h * w * 4
-    per_host = HOST_PRIVATE + 3 * state_bytes + 8 * batch
+    # A stack of G clients (`client_batch`) holds G models, their optimiser state and
+    # G batches' activations at once.
+    g = config.federation.client_batch if strategy.client_objective().stacks() else 1
+    per_host = HOST_PRIVATE + g * (3 * state_bytes + 8 * batch)
     if config.features.mode == "online":
         # Its own backbone, and one round's features of the clients it hosts at most.
         sizes = sorted((len(p) for p in spec.clients.values()), reverse=True)

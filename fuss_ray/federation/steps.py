@@ -14,16 +14,19 @@ from __future__ import annotations
 import ctypes
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
 from torch.optim.adam import adam
 
-from fuss_ray.federation.objective import ClientObjective, LocalRun
+from fuss_ray.federation.objective import ClientObjective, LocalRun, StackRun
 from fuss_ray.losses import CorrespondenceLoss, Draws, cluster_loss
+from fuss_ray.losses.cluster import stacked_cluster_loss
 from fuss_ray.losses.sampling import Pointwise
 from fuss_ray.models.head import FussModel
+from fuss_ray.models.stacked import CENTROIDS, StackedParams, stacked_head, trainable
 
 # A client's shard moves to a GPU whole when it takes at most this many bytes, and at most
 # a quarter of the process's share of the GPU's memory.
@@ -228,10 +231,7 @@ def run_steps(
         xk = x
         if use_knn:
             xk = features.batch(plan.partners[i], None if partners is None else partners[i])
-            # A partner is sampled at one set of points: where their four taps cover fewer
-            # cells than its map has, the head runs on those cells alone.
-            cells = xk.shape[2] * xk.shape[3]
-            codes_k = Pointwise(model.head, xk) if 4 * taps_per_set < cells else model.head(xk)
+            codes_k = _partner_codes(model.head, xk, taps_per_set)
         corr = loss_fn(x, codes, xk, codes_k, draws.step(i))
         clus, assign = cluster_loss(codes, model.centroids)
         loss = corr + settings.cluster_weight * clus
@@ -246,3 +246,87 @@ def run_steps(
         losses.append(loss.detach())
     per_step = torch.stack(losses).cpu().numpy().astype(np.float64) if losses else np.zeros(0)
     return counts.cpu().numpy(), per_step
+
+
+def _partner_codes(
+    head: Callable[[torch.Tensor], torch.Tensor], xk: torch.Tensor, taps_per_set: int
+) -> torch.Tensor | Pointwise:
+    """A partner is sampled at one set of points: where their four taps cover fewer cells
+    than its map has, the head runs on those cells alone."""
+    cells = xk.shape[2] * xk.shape[3]
+    return Pointwise(head, xk) if 4 * taps_per_set < cells else head(xk)
+
+
+@dataclass(frozen=True)
+class Stack:
+    """What G clients' stacked local steps read: their shards, plans and dropout masks."""
+
+    features: list[ShardFeatures]
+    plans: list[StepPlan]
+    masks: torch.Tensor | None  # (S, calls, G * B, D') on the device, or None (no dropout)
+
+    def batch(self, i: int, partners: bool, on_device: list[torch.Tensor | None]) -> torch.Tensor:
+        """Step i's images (or their kNN partners) of every client, image-major."""
+        parts = []
+        for f, plan, pos in zip(self.features, self.plans, on_device, strict=True):
+            where = plan.partners if partners else plan.picks
+            parts.append(f.batch(where[i], None if pos is None else pos[i]))
+        return torch.cat(parts)
+
+
+def run_stacked_steps(
+    params: StackedParams,
+    stack: Stack,
+    loss_fn: CorrespondenceLoss,
+    settings: StepSettings,
+    objective: ClientObjective,
+    run: StackRun,
+) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    """`run_steps` for G clients as one computation (`federation.client_batch`).
+
+    Returns each client's occupancy counts (G, C) and per-step losses (G, S), read from the
+    device once. Client j's numbers depend on its own slice alone, so they are the same
+    bits in a stack of any size.
+    """
+    g, device = len(stack.plans), run.device
+    head, centroids = trainable(params)
+    opt = GroupAdam([(head, settings.lr_head), (centroids, settings.lr_centroids)])
+    draws = Draws.stack([p.draws for p in stack.plans]).to(device)
+    picks = [f.positions(p.picks) for f, p in zip(stack.features, stack.plans, strict=True)]
+    partners = [f.positions(p.partners) for f, p in zip(stack.features, stack.plans, strict=True)]
+    use_knn = bool(loss_fn.weights[1])
+    taps_per_set = loss_fn.samples * loss_fn.samples
+    c = settings.num_centroids
+    offsets = torch.arange(g, device=device).view(g, 1) * c
+    counts = torch.zeros(g * c, dtype=torch.int64, device=device)
+    losses: list[torch.Tensor] = []
+    for i in range(draws.steps):
+        masks = (None, None) if stack.masks is None else (stack.masks[i, 0], stack.masks[i, -1])
+        x = stack.batch(i, False, picks)
+        codes = stacked_head(params, x, masks[0])
+        codes_k: torch.Tensor | Pointwise = codes
+        xk = x
+        if use_knn:
+            xk = stack.batch(i, True, partners)
+            codes_k = _partner_codes(
+                partial(stacked_head, params, masks=masks[1]), xk, taps_per_set
+            )
+        corr = loss_fn.per_client(x, codes, xk, codes_k, draws.step(i), g)
+        clus, assign = stacked_cluster_loss(codes, params[CENTROIDS])
+        loss = corr + settings.cluster_weight * clus
+        extra = objective.term_stack(run, _by_client(x, g), _by_client(codes, g))
+        if extra is not None:
+            loss = loss + extra
+        opt.zero_grad()
+        loss.sum().backward()  # type: ignore[no-untyped-call]
+        objective.after_backward_stack(run)
+        opt.step()
+        counts += torch.bincount((assign + offsets).reshape(-1), minlength=g * c)
+        losses.append(loss.detach())
+    per_step = torch.stack(losses, 1).cpu().numpy().astype(np.float64) if losses else None
+    return counts.view(g, c).cpu().numpy(), np.zeros((g, 0)) if per_step is None else per_step
+
+
+def _by_client(images: torch.Tensor, clients: int) -> torch.Tensor:
+    """(G * B, ...) -> (G, B, ...), a view."""
+    return images.view(clients, images.shape[0] // clients, *images.shape[1:])

@@ -16,6 +16,11 @@ A, C two B x B tables built from the derangements (a block used by two derangeme
 counts twice; a block used by none weighs 0). The kNN pairing is one more batched
 product. It equals the per-term form up to float32 rounding (tests/losses checks it
 against the form this project used first, tests/reference_step.py).
+
+`CorrespondenceLoss.per_client` is the same loss for G clients trained as one stack
+(`federation.client_batch`): their images side by side, (G * B, ...), one loss per
+client. Each per-image step runs over all G * B images; each pairwise matrix gains a
+leading client dimension, so client j's loss and gradients depend on its slice alone.
 """
 
 from __future__ import annotations
@@ -72,6 +77,7 @@ class Draws:
 
     coords: torch.Tensor  # (S, B, 2P, 2): each step's first set of points, then its second
     perms: torch.Tensor  # (S, R, B) int64 derangements (R = 0 for a batch of one image)
+    # Stacked (`stack`): coords (S, G * B, 2P, 2), clients side by side; perms (S, G, R, B).
 
     @property
     def steps(self) -> int:
@@ -84,11 +90,19 @@ class Draws:
         """Step i's draws alone (a leading dimension of one)."""
         return Draws(self.coords[i : i + 1], self.perms[i : i + 1])
 
+    @staticmethod
+    def stack(draws: list[Draws]) -> Draws:
+        """G clients' draws (same steps and batch) as one stack's."""
+        return Draws(
+            torch.cat([d.coords for d in draws], dim=1), torch.stack([d.perms for d in draws], 1)
+        )
+
 
 @dataclass(frozen=True)
 class _Blocks:
     """One step's correlations, ready to be weighted."""
 
+    lead: tuple[int, ...]  # () for one client; (G,) for a stack, before every shape below
     batch: int
     points: int
     codes1: torch.Tensor  # (B*P, D) unit codes at the first set of points, image-major
@@ -150,6 +164,21 @@ class CorrespondenceLoss:
         blocks = self._blocks(feats, codes, knn_feats, knn_codes, step, bool(self.weights[1]))
         return _weighted(blocks, self.weights, self.shifts)
 
+    def per_client(
+        self,
+        feats: torch.Tensor,
+        codes: torch.Tensor,
+        knn_feats: torch.Tensor,
+        knn_codes: torch.Tensor | Pointwise,
+        draws: Draws,
+        clients: int,
+    ) -> torch.Tensor:
+        """The loss of each of `clients` clients stacked image-major ((G * B, ...) maps,
+        one step's stacked `Draws`): (G,)."""
+        use_knn = bool(self.weights[1])
+        blocks = self._blocks(feats, codes, knn_feats, knn_codes, draws, use_knn, clients)
+        return _weighted(blocks, self.weights, self.shifts)
+
     def terms(
         self,
         feats: torch.Tensor,
@@ -182,72 +211,86 @@ class CorrespondenceLoss:
         knn_codes: torch.Tensor | Pointwise,
         step: Draws,
         use_knn: bool,
+        clients: int = 0,
     ) -> _Blocks:
-        b, _, h, w = feats.shape
+        """The blocks of one client (`clients` = 0), or of a stack of that many."""
+        n, _, h, w = feats.shape
+        lead = (clients,) if clients else ()
+        b = n // max(1, clients)
         p = self.samples * self.samples
         coords = step.coords[0]
         tap = taps(coords, h, w)
         with torch.no_grad():  # grid_sample's forward is deterministic; no gradient here
-            f1, f2 = _unit_rows(sample_at(feats, coords), 2)  # (B*P, D) each
-        s1, s2 = _unit_rows(gather_taps(codes, tap), 2)
+            f1, f2 = _unit_rows(sample_at(feats, coords), 2, lead)  # (B*P, D) each
+        s1, s2 = _unit_rows(gather_taps(codes, tap), 2, lead)
         with torch.no_grad():
-            corr_f = (f1 @ f2.T).view(b, p, b, p)
-            row_means = corr_f.mean(dim=3, keepdim=True)
-            block_means = row_means.mean(dim=1).view(b, b)
+            corr_f = (f1 @ f2.transpose(-1, -2)).view(*lead, b, p, b, p)
+            row_means = corr_f.mean(dim=-1, keepdim=True)
+            block_means = row_means.mean(dim=-3).view(*lead, b, b)
         knn_s = knn_c = knn_m = None
         if use_knn:
             second = tap[p:]
             with torch.no_grad():
                 (fk,) = _unit_rows(sample_at(knn_feats, coords[:, p:]), 1)
-                corr_k = torch.bmm(f1.view(b, p, -1), fk.view(b, p, -1).transpose(1, 2))
-                knn_m = corr_k.mean()
-                knn_c = corr_k.sub_(corr_k.mean(dim=2, keepdim=True))
+                corr_k = torch.bmm(f1.reshape(n, p, -1), fk.view(n, p, -1).transpose(1, 2))
+                knn_m = corr_k.view(*lead, -1).mean(-1) if lead else corr_k.mean()
+                knn_c = corr_k.sub_(corr_k.mean(dim=2, keepdim=True)).view(*lead, b, p, p)
             (sk,) = _unit_rows(sample(knn_codes, second), 1)
-            knn_s = sk.view(b, p, -1)
-        perms = step.perms[0] if b > 1 else step.perms[0][:0]
-        return _Blocks(b, p, s1, s2, corr_f, row_means, block_means, perms, knn_s, knn_c, knn_m)
+            knn_s = sk.view(*lead, b, p, -1)
+        perms = step.perms[0] if b > 1 else step.perms[0][..., :0, :]
+        return _Blocks(
+            lead, b, p, s1, s2, corr_f, row_means, block_means, perms, knn_s, knn_c, knn_m
+        )
 
 
-def _unit_rows(samples: torch.Tensor, n: int) -> tuple[torch.Tensor, ...]:
+def _unit_rows(
+    samples: torch.Tensor, n: int, lead: tuple[int, ...] = ()
+) -> tuple[torch.Tensor, ...]:
     """(B, D, n*P) samples of n point sets as n unit-norm (B*P, D) row blocks, image-major
-    (one copy into rows, then norms along contiguous memory)."""
+    (one copy into rows, then norms along contiguous memory); (G, B*P, D) for a stack."""
     b, d, total = samples.shape
-    rows = samples.view(b, d, n, total // n).permute(2, 0, 3, 1).reshape(n, -1, d)
-    return tuple(F.normalize(rows, dim=2).unbind(0))
+    rows = samples.view(b, d, n, total // n).permute(2, 0, 3, 1).reshape(n, *lead, -1, d)
+    return tuple(F.normalize(rows, dim=-1).unbind(0))
 
 
 def _weighted(
     blocks: _Blocks, weights: tuple[float, float, float], shifts: tuple[float, float, float]
 ) -> torch.Tensor:
     """-sum(relu(S) * W) of the blocks for the given term weights: the loss."""
-    b, p = blocks.batch, blocks.points
+    b, p, lead = blocks.batch, blocks.points, blocks.lead
     per_pair = float(b * p * p)
-    zero = torch.zeros((), dtype=blocks.codes1.dtype, device=blocks.codes1.device)
+    zero = torch.zeros(lead, dtype=blocks.codes1.dtype, device=blocks.codes1.device)
     total = zero
-    r = blocks.perms.shape[0]
+    r = blocks.perms.shape[-2]
     if weights[0] or (weights[2] and r):
         with torch.no_grad():
             eye = torch.eye(b, dtype=blocks.codes1.dtype, device=blocks.codes1.device)
             # A[i, j]: the weight of block (i, j); C[i, j]: its constant (global mean - shift).
             a = eye * (weights[0] / per_pair)
-            c = eye * (weights[0] / per_pair) * (blocks.block_means.diagonal().mean() - shifts[0])
+            diag = blocks.block_means.diagonal(dim1=-2, dim2=-1).mean(-1)  # () or (G,)
+            c = eye * (weights[0] / per_pair) * (diag[..., None, None] - shifts[0])
             if weights[2] and r:
                 pick = F.one_hot(blocks.perms, b).to(blocks.codes1.dtype)  # (R, B, B)
-                rows = torch.arange(b, device=blocks.perms.device)
-                means = blocks.block_means[rows, blocks.perms].mean(dim=1)  # (R,)
+                paired = blocks.block_means.unsqueeze(-3).expand(*lead, r, b, b)
+                means = paired.gather(-1, blocks.perms.unsqueeze(-1)).squeeze(-1).mean(-1)
                 coef = weights[2] / (r * per_pair)
-                a = a + pick.sum(dim=0) * coef
-                c = c + (pick * (coef * (means - shifts[2])).view(r, 1, 1)).sum(dim=0)
-            a4 = a.view(b, 1, b, 1)
+                a = a + pick.sum(dim=-3) * coef
+                c = c + (pick * (coef * (means - shifts[2]))[..., None, None]).sum(dim=-3)
+            a4 = a.view(*a.shape[:-2], b, 1, b, 1)
             # W = (F - row means) * A + C, in two passes over the matrix.
-            weight = (blocks.feats * a4).add_(c.view(b, 1, b, 1) - blocks.row_means * a4)
-        total = total + gram_hinge(blocks.codes1, blocks.codes2, weight.view(b * p, b * p))
+            weight = (blocks.feats * a4).add_(
+                c.view(*c.shape[:-2], b, 1, b, 1) - blocks.row_means * a4
+            )
+        pairs = weight.view(*lead, b * p, b * p)
+        total = total + gram_hinge(blocks.codes1, blocks.codes2, pairs, bool(lead))
     if weights[1] and blocks.knn_codes is not None:
         assert blocks.knn_centred is not None and blocks.knn_mean is not None
         with torch.no_grad():
             coef = weights[1] / per_pair
-            weight_k = (blocks.knn_centred + (blocks.knn_mean - shifts[1])) * coef
-        total = total + gram_hinge(blocks.codes1.view(b, p, -1), blocks.knn_codes, weight_k)
+            shift = blocks.knn_mean[..., None, None, None] - shifts[1]
+            weight_k = (blocks.knn_centred + shift) * coef
+        codes1 = blocks.codes1.view(*lead, b, p, -1)
+        total = total + gram_hinge(codes1, blocks.knn_codes, weight_k, bool(lead))
     return total
 
 
@@ -259,14 +302,24 @@ class _GramHinge(torch.autograd.Function):
     products: here S is clamped and turned into its own 0/1 mask in place, the mask
     multiplies w in place, and the backward pass is the two products with that masked
     weight (the scalar gradient scales their small outputs). No boolean tensor, no copy.
+    With `per_client` the leading dimension is the client's: one value per client.
     """
 
     @staticmethod
     def forward(
-        ctx: torch.autograd.function.FunctionCtx, a: torch.Tensor, b: torch.Tensor, w: torch.Tensor
+        ctx: torch.autograd.function.FunctionCtx,
+        a: torch.Tensor,
+        b: torch.Tensor,
+        w: torch.Tensor,
+        per_client: bool,
     ) -> torch.Tensor:
         hinge = torch.matmul(a, b.transpose(-1, -2)).clamp_min_(0.0)
-        value = -torch.dot(hinge.reshape(-1), w.reshape(-1))
+        if per_client:  # each client's row reduced alone (a batched product of one
+            # client takes another kernel than of several, and other bits)
+            g = hinge.shape[0]
+            value = -hinge.view(g, -1).mul(w.view(g, -1)).sum(1)
+        else:
+            value = -torch.dot(hinge.reshape(-1), w.reshape(-1))
         masked = w.mul_(hinge.sign_())  # W where S > 0, else 0: the gradient
         ctx.save_for_backward(a, b, masked)
         return value
@@ -274,15 +327,19 @@ class _GramHinge(torch.autograd.Function):
     @staticmethod
     def backward(
         ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:
         a, b, masked = ctx.saved_tensors  # type: ignore[attr-defined]
         need = ctx.needs_input_grad  # type: ignore[attr-defined]
-        grad_a = torch.matmul(masked, b).mul_(-grad) if need[0] else None
-        grad_b = torch.matmul(masked.transpose(-1, -2), a).mul_(-grad) if need[1] else None
-        return grad_a, grad_b, None
+        scale = -grad.view(*grad.shape, *([1] * (a.dim() - grad.dim())))
+        grad_a = torch.matmul(masked, b).mul_(scale) if need[0] else None
+        grad_b = torch.matmul(masked.transpose(-1, -2), a).mul_(scale) if need[1] else None
+        return grad_a, grad_b, None, None
 
 
-def gram_hinge(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """-sum(relu(a @ b^T) * w), differentiable in a and b; w is overwritten."""
-    out: torch.Tensor = _GramHinge.apply(a, b, w)
+def gram_hinge(
+    a: torch.Tensor, b: torch.Tensor, w: torch.Tensor, per_client: bool = False
+) -> torch.Tensor:
+    """-sum(relu(a @ b^T) * w), differentiable in a and b; w is overwritten. `per_client`:
+    one sum per slice of the leading (client) dimension."""
+    out: torch.Tensor = _GramHinge.apply(a, b, w, per_client)
     return out

@@ -3,6 +3,7 @@ continue, an asynchronous run that cannot mean anything, a run that does not fit
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,24 @@ def checkpoint_to_resume(config: RunConfig, out_dir: Path) -> Checkpoint:
     if ckpt.round >= config.train.rounds and (out_dir / "summary.json").is_file():
         raise UserError(f"--resume {out_dir}: this run already finished (summary.json)")
     return ckpt
+
+
+log = logging.getLogger(__name__)
+
+
+def check_client_batch(config: RunConfig, strategy: Strategy[Any]) -> None:
+    """Say once that a strategy whose client objective has no stacked form trains its
+    clients one at a time, whatever `federation.client_batch` asks (the hosts do so)."""
+    g = config.federation.client_batch
+    objective = strategy.client_objective()
+    if g > 1 and not objective.stacks():
+        log.warning(
+            "federation.client_batch: %d, but strategy '%s' has a client objective (%s) "
+            "without stacked hooks; its clients train one at a time",
+            g,
+            strategy.name,
+            type(objective).__name__,
+        )
 
 
 def check_async(config: RunConfig, strategy: Strategy[Any]) -> None:

@@ -19,7 +19,12 @@ from fuss_ray.io import sweep_temporaries
 from fuss_ray.metrics.evaluate import evaluate_state
 from fuss_ray.metrics.segmentation import random_assignment_scores
 from fuss_ray.models.head import FussModel, ModelState
-from fuss_ray.simulation.checks import check_async, check_fits, checkpoint_to_resume
+from fuss_ray.simulation.checks import (
+    check_async,
+    check_client_batch,
+    check_fits,
+    checkpoint_to_resume,
+)
 from fuss_ray.simulation.prepare import (
     Prepared,
     host_spec,
@@ -54,6 +59,7 @@ def set_up(config: RunConfig, out_dir: Path, resume: bool, show_progress: bool) 
     asked = config.digest()
     strategy = strategy_for(config)  # its settings are checked before any data is read
     check_async(config, strategy)
+    check_client_batch(config, strategy)
     config = strategy.run_shape().config(config)
     ckpt_root = out_dir / "checkpoints"
     restored = checkpoint_to_resume(config, out_dir) if resume else None

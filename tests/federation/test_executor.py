@@ -1,5 +1,6 @@
 """The Ray executor must be a pure change of where clients run, not of what they compute."""
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +35,8 @@ def test_pack_clients() -> None:
     assert pack_clients([0, 1, 2, 3, 4], 2) == [[0, 1], [2, 3], [4]]
 
 
-@pytest.mark.ray
-def test_ray_matches_sequential_bit_for_bit(cache_dir: Path, ray_session: None) -> None:
-    spec, state = _spec(cache_dir, "moon")
-    seq = SequentialExecutor(spec)
-    fed = validate_config(spec.config).federation.model_copy(
-        update={"clients_per_actor": 1, "num_cpus": 0.5}
-    )
-    par = RayExecutor(spec, fed)
+def _rounds_agree(seq: SequentialExecutor, par: RayExecutor, state: dict) -> None:  # type: ignore[type-arg]
+    """Two rounds of MOON (the second uses what clients kept): the same bits."""
     try:
         strategy = build_update({"name": "moon"}, 0)
         s_seq, s_par = dict(state), dict(state)
@@ -59,6 +54,31 @@ def test_ray_matches_sequential_bit_for_bit(cache_dir: Path, ray_session: None) 
             assert np.array_equal(s_seq[k], s_par[k])
     finally:
         par.shutdown()
+
+
+@pytest.mark.ray
+def test_ray_matches_sequential_bit_for_bit(cache_dir: Path, ray_session: None) -> None:
+    spec, state = _spec(cache_dir, "moon")
+    fed = validate_config(spec.config).federation.model_copy(
+        update={"clients_per_actor": 1, "num_cpus": 0.5}
+    )
+    _rounds_agree(SequentialExecutor(spec), RayExecutor(spec, fed), state)
+
+
+@pytest.mark.ray
+def test_ray_matches_sequential_bit_for_bit_in_stacks(cache_dir: Path, ray_session: None) -> None:
+    """`client_batch`: stacks of 16 in one sequential host, of 2 in Ray actors of 2
+    clients: the same bits."""
+    spec, state = _spec(cache_dir, "moon")
+
+    def with_batch(g: int) -> HostSpec:
+        config = {**spec.config, "federation": {**spec.config["federation"], "client_batch": g}}
+        return dataclasses.replace(spec, config=config)
+
+    fed = validate_config(with_batch(2).config).federation.model_copy(
+        update={"clients_per_actor": 2, "num_cpus": 0.5}
+    )
+    _rounds_agree(SequentialExecutor(with_batch(16)), RayExecutor(with_batch(2), fed), state)
 
 
 @pytest.mark.ray

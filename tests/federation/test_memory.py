@@ -46,6 +46,10 @@ def test_estimate_adds_up_by_hand(tmp_path: Path) -> None:
     plain = estimate_memory(stateless, _spec(tmp_path, spec.clients), 2, 1000, 8, False)
     assert est.client_bytes - plain.client_bytes == 2 * 1000
     assert plain.shared == SHARED_LIBS
+    # a stack of 4 clients holds four of everything a client trains with
+    stacked = validate_config({**tiny_config_dict(tmp_path), "federation": {"client_batch": 4}})
+    est4 = estimate_memory(stacked, _spec(tmp_path, spec.clients), 2, 1000, 8, False)
+    assert est4.per_host == HOST_PRIVATE + 4 * (3 * 1000 + 8 * batch)
 
 
 def test_a_thousand_single_client_actors_do_not_fit_here(tmp_path: Path) -> None:

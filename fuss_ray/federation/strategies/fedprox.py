@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from fuss_ray.federation.objective import ClientObjective, LocalRun
+from fuss_ray.federation.objective import ClientObjective, LocalRun, StackRun, per_client_sum
 from fuss_ray.federation.strategies.base import StrategyParams, register_strategy
 from fuss_ray.federation.strategies.fedavg import IndexAveraging
 
@@ -37,6 +37,20 @@ class Proximal(ClientObjective):
         if self.mu <= 0:
             return None
         return proximal_term(run.model.head.parameters(), self.anchors, self.mu)
+
+    def begin_stack(self, run: StackRun) -> None:
+        self.anchors = [p.detach().clone() for p in run.head_params().values()]
+
+    def term_stack(
+        self, run: StackRun, features: torch.Tensor, codes: torch.Tensor
+    ) -> torch.Tensor | None:
+        if self.mu <= 0:
+            return None
+        params = run.head_params().values()
+        terms = [
+            (p - a).pow(2).flatten(1).sum(1) for p, a in zip(params, self.anchors, strict=True)
+        ]
+        return 0.5 * self.mu * per_client_sum(terms)
 
 
 class FedProxParams(StrategyParams):

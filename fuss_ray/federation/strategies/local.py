@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from fuss_ray.federation.objective import ClientObjective, LocalRun
+from fuss_ray.federation.objective import ClientObjective, LocalRun, StackRun
 from fuss_ray.federation.reduction import Reduced
 from fuss_ray.federation.strategies.base import (
     ModelState,
@@ -29,6 +29,11 @@ class OwnModel(ClientObjective):
 
     def end(self, run: LocalRun, trained: ModelState) -> tuple[Arrays | None, Arrays]:
         return dict(trained), {}
+
+    def end_stack(
+        self, run: StackRun, trained: list[ModelState]
+    ) -> list[tuple[Arrays | None, Arrays]]:
+        return [(dict(t), {}) for t in trained]
 
 
 class OwnModels(RunShape):

@@ -13,11 +13,12 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from fuss_ray.federation.objective import ClientObjective, LocalRun
+from fuss_ray.federation.objective import ClientObjective, LocalRun, StackRun
 from fuss_ray.federation.strategies.base import StrategyParams, register_strategy
 from fuss_ray.federation.strategies.fedavg import IndexAveraging
 from fuss_ray.federation.types import Arrays, ModelState
 from fuss_ray.models.head import FussModel, load_model_state
+from fuss_ray.models.stacked import StackedParams
 
 
 def moon_loss(
@@ -46,6 +47,8 @@ class Contrastive(ClientObjective):
         self.tau = tau
         self.reference: tuple[FussModel, FussModel] | None = None  # global, previous
         self.active = False
+        self.stacked: tuple[StackedParams, StackedParams] | None = None  # the same, stacked
+        self.mask = torch.ones(0)  # 1 for each client of the stack whose term counts
 
     def begin(self, run: LocalRun) -> None:
         self.active = run.kept is not None and self.weight > 0
@@ -69,6 +72,43 @@ class Contrastive(ClientObjective):
 
     def end(self, run: LocalRun, trained: ModelState) -> tuple[Arrays | None, Arrays]:
         return (dict(trained) if self.weight > 0 else None), {}
+
+    def begin_stack(self, run: StackRun) -> None:
+        """The stack's two reference models; a client without a previous model (its first
+        participation) takes the global one there and its term is masked to 0."""
+        active = [k is not None and self.weight > 0 for k in run.kept]
+        self.stacked = None
+        if not any(active):
+            return
+        glob = [b.state for b in run.broadcasts]
+        prev = [k if k is not None else g for k, g in zip(run.kept, glob, strict=True)]
+        self.stacked = (run.stack(glob), run.stack(prev))
+        self.mask = torch.tensor(active, dtype=torch.float32).to(run.device)
+
+    def term_stack(
+        self, run: StackRun, features: torch.Tensor, codes: torch.Tensor
+    ) -> torch.Tensor | None:
+        if self.stacked is None:
+            return None
+        z_glob = run.head(self.stacked[0], features).mean(dim=(3, 4))  # (G, B, D)
+        z_prev = run.head(self.stacked[1], features).mean(dim=(3, 4))
+        loss = stacked_moon_loss(codes.mean(dim=(3, 4)), z_glob, z_prev, self.tau)
+        return self.weight * loss * self.mask
+
+    def end_stack(
+        self, run: StackRun, trained: list[ModelState]
+    ) -> list[tuple[Arrays | None, Arrays]]:
+        return [((dict(t) if self.weight > 0 else None), {}) for t in trained]
+
+
+def stacked_moon_loss(
+    local: torch.Tensor, global_: torch.Tensor, previous: torch.Tensor, tau: float
+) -> torch.Tensor:
+    """`moon_loss` per client of (G, B, D) representations: (G,)."""
+    pos = F.cosine_similarity(local, global_.detach(), dim=2) / tau
+    neg = F.cosine_similarity(local, previous.detach(), dim=2) / tau
+    logits = torch.stack([pos, neg], dim=2)
+    return -F.log_softmax(logits, dim=2)[..., 0].mean(dim=1)
 
 
 class MoonParams(StrategyParams):

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from fuss_ray.federation.objective import ClientObjective, LocalRun
+from fuss_ray.federation.objective import ClientObjective, LocalRun, StackRun, per_client_sum
 from fuss_ray.federation.reduction import Reduced
 from fuss_ray.federation.strategies.base import (
     AsyncRule,
@@ -81,6 +81,45 @@ class ControlVariates(ClientObjective):
         new = {k: (v / steps).cpu().numpy().astype(np.float32) for k, v in self.raw_sum.items()}
         change = {f"{CHANGE}{k}": new[k] - self.previous[k] for k in new}
         return new, change
+
+    def begin_stack(self, run: StackRun) -> None:
+        keys = list(run.params)
+        self.stack_previous = [
+            k if k is not None else {n: np.zeros_like(b.extras[f"{CONTROL}{n}"]) for n in keys}
+            for k, b in zip(run.kept, run.broadcasts, strict=True)
+        ]
+        self.correction = run.stack(
+            [
+                {n: b.extras[f"{CONTROL}{n}"] - prev[n] for n in keys}
+                for b, prev in zip(run.broadcasts, self.stack_previous, strict=True)
+            ]
+        )
+        self.raw_sum = {k: torch.zeros_like(p) for k, p in run.params.items()}
+        self.steps = 0
+
+    def term_stack(
+        self, run: StackRun, features: torch.Tensor, codes: torch.Tensor
+    ) -> torch.Tensor | None:
+        terms = [(p * self.correction[k]).flatten(1).sum(1) for k, p in run.params.items()]
+        return per_client_sum(terms)
+
+    def after_backward_stack(self, run: StackRun) -> None:
+        with torch.no_grad():
+            for k, p in run.params.items():
+                if p.grad is not None:
+                    self.raw_sum[k] += p.grad - self.correction[k]
+        self.steps += 1
+
+    def end_stack(
+        self, run: StackRun, trained: list[ModelState]
+    ) -> list[tuple[Arrays | None, Arrays]]:
+        steps = max(1, self.steps)
+        means = {k: (v / steps).cpu().numpy().astype(np.float32) for k, v in self.raw_sum.items()}
+        out: list[tuple[Arrays | None, Arrays]] = []
+        for j, prev in enumerate(self.stack_previous):
+            new = {k: v[j].copy() for k, v in means.items()}
+            out.append((new, {f"{CHANGE}{k}": new[k] - prev[k] for k in new}))
+        return out
 
 
 class ScaffoldParams(StrategyParams):
