@@ -90,14 +90,17 @@ def tree_rss() -> int:
     return total
 
 
-def run_rounds(executor: Any, config: Any, clients: int, rounds: int) -> dict[str, Any]:
-    """R rounds of train-reduce-finish; seconds per round and the final state."""
+def run_rounds(
+    executor: Any, config: Any, clients: int, rounds: int, dim: int = SHAPE[0]
+) -> dict[str, Any]:
+    """R rounds of train-reduce-finish (features of `dim` channels); seconds per round
+    and the final state."""
     from fuss_ray.federation.reduction import grid_shifts
     from fuss_ray.federation.server_update import build_update
     from fuss_ray.simulation import initial_state
 
     strategy = build_update(config.federation.strategy, config.seed)
-    state = initial_state(config, SHAPE[0])
+    state = initial_state(config, dim)
     ids = list(range(clients))
     seconds = []
     peak = tree_rss()

@@ -24,6 +24,7 @@ same calls, so the round loop, checkpoints and `summary.json` cannot tell them a
 from __future__ import annotations
 
 import os
+import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,9 +166,12 @@ class RoundLoop(ABC):
 
 
 def _node_id() -> str | None:
-    import ray
-
-    return str(ray.get_runtime_context().get_node_id()) if ray.is_initialized() else None
+    """The Ray node this process runs on; None outside Ray (which a sequential run need
+    not even have installed: a process that never imported it is in no cluster)."""
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return None
+    return str(ray.get_runtime_context().get_node_id())
 
 
 class LocalLoop(RoundLoop):
