@@ -50,6 +50,11 @@ def run(sets: dict[str, Any], seed: int, cache: Path) -> dict[str, float]:
     overrides += [
         f"seed={seed}",
         "federation.strategy=centralized",
+        # The training this calibration measured (before tools/find_regime.py chose
+        # configs/benchmark.yaml's budget).
+        "train.local_steps=8",
+        "train.lr_centroids=0.005",
+        "loss.feature_samples=11",
         "tracking=off",
         f"features.cache_dir={cache}",
     ]
