@@ -161,16 +161,72 @@ def study_section() -> list[str]:
         "| setting | strategy | difference [95% CI] | p | Holm p | wins / losses | verdict |",
         "|---|---|---|---|---|---|---|",
     ]
-    for r in study["comparisons"]:
-        lines.append(
-            f"| {setting_key(r['setting'])} | {r['strategy']} | {r['mean_diff']:+.1f} "
-            f"[{f1(r['ci_low'])}, {f1(r['ci_high'])}] | {r['wilcoxon_p']:.3f} | "
-            f"{r['wilcoxon_p_holm']:.3f} | {r['wins']} / {r['losses']} | {r['verdict']} |"
-        )
+    lines += comparison_rows(study)
     lines += ["", "![test mIoU per setting](study-benchmark/miou.png)", ""]
     lines += ["![paired differences to FedAvg](study-benchmark/paired-differences.png)", ""]
     lines += alignment_lines(study, keys) + reading(study, keys)
     return lines
+
+
+def comparison_rows(study: dict[str, Any]) -> list[str]:
+    from fuss_ray.study.stats import setting_key
+
+    return [
+        f"| {setting_key(r['setting'])} | {r['strategy']} | {r['mean_diff']:+.1f} "
+        f"[{f1(r['ci_low'])}, {f1(r['ci_high'])}] | {r['wilcoxon_p']:.3f} | "
+        f"{r['wilcoxon_p_holm']:.3f} | {r['wins']} / {r['losses']} | {r['verdict']} |"
+        for r in study["comparisons"]
+    ]
+
+
+def regime_study() -> list[str]:
+    """The first study in the chosen regime (a subset of the strategies and settings)."""
+    from fuss_ray.study.report import cells_table, write_report
+    from fuss_ray.study.stats import setting_key
+
+    path = DOCS / "bench" / "study-regime-first.json"
+    if not path.is_file():
+        return []
+    study = json.loads(path.read_text())
+    figures = DOCS / "study-regime-first"
+    figures.mkdir(exist_ok=True)
+    write_report(study, figures)  # the same figures as the study's own report
+    keys = [setting_key(s) for s in study["settings"]]
+    total_s = sum(r["seconds"] or 0 for r in study["runs"])
+    lines = [
+        "## A first look at the new regime: four strategies, alpha 0.1, "
+        f"{len(study['seeds'])} seeds",
+        "",
+        "```bash",
+        "fuss-ray study configs/studies/regime-first.yaml --out runs/studies/regime-first",
+        "cp runs/studies/regime-first/study.json docs/bench/study-regime-first.json",
+        "python tools/make_results.py",
+        "```",
+        "",
+        f"The benchmark as `configs/benchmark.yaml` now has it; {len(study['runs'])} runs, "
+        f"{len(study['failed'])} failed, {total_s / 60:.0f} minutes of run time. Not yet "
+        "the full study (every strategy, two settings, both centralised references).",
+        "",
+        *budget_note(study),
+        "Test mIoU, mean over seeds with the 95% bootstrap interval of the mean:",
+        "",
+        *cells_table(study, keys, with_n=False),
+        "",
+        f"Paired differences to `{study['baseline']}` (same seed), with the two-sided "
+        "Wilcoxon signed-rank p-value, Holm-adjusted over the setting's comparisons:",
+        "",
+        "| setting | strategy | difference [95% CI] | p | Holm p | wins / losses | verdict |",
+        "|---|---|---|---|---|---|---|",
+        *comparison_rows(study),
+        "",
+        "![test mIoU](study-regime-first/miou.png)",
+        "",
+        "![learning curves](study-regime-first/learning-curves.png)",
+        "",
+    ]
+    from fuss_ray.study.report import plateau_lines
+
+    return lines + alignment_lines(study, keys) + plateau_lines(study)[3:] + [""]
 
 
 def budget_note(study: dict[str, Any]) -> list[str]:
@@ -295,7 +351,7 @@ def matching_effect(study: dict[str, Any], keys: list[str]) -> list[str]:
             f"{row['mean_diff']:+.1f} [{f1(row['ci_low'])}, {f1(row['ci_high'])}] "
             f"({row['verdict']})."
         )
-        if shared in keys:
+        if shared in keys and shared != key:  # a setting of its own order, beside the shared
             if per_seed(ot, key) == per_seed(ot, shared):
                 text += (
                     " Seed for seed, ot-match gives exactly the scores it gives when every "
@@ -555,6 +611,7 @@ def main() -> None:
         "",
         *study_section(),
         *regime(),
+        *regime_study(),
         *calibration(),
         *many_clients(),
         *protocol(),

@@ -204,9 +204,11 @@ def curves_plot(study: dict[str, Any], path: Path) -> None:
             axes[row][col].grid(alpha=0.3)
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.suptitle("learning curves: mean over seeds, band +/- 1 std", fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 0.96))
-    fig.subplots_adjust(right=0.88)
-    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(0.89, 0.5), fontsize=8)
+    # The legend below the panels, in full: beside one narrow column it was cut off.
+    columns = min(len(labels), 4)
+    bottom = 0.02 + 0.03 * -(-len(labels) // columns)
+    fig.tight_layout(rect=(0, bottom + 0.02, 1, 0.96))
+    fig.legend(handles, labels, loc="lower center", ncol=columns, fontsize=8, frameon=False)
     save_png(fig, path, dpi=110, layout=False)
 
 
