@@ -129,7 +129,8 @@ def study_section() -> list[str]:
         "python tools/make_results.py",
         "```",
         "",
-        f"The synthetic benchmark (`configs/benchmark.yaml`): {base['data']['num_images']} "
+        "The synthetic benchmark (`configs/benchmark.yaml` as it was when the study ran; "
+        f"it now trains longer, see below): {base['data']['num_images']} "
         f"scenes of {base['data']['num_classes']} texture classes at "
         f"{base['data']['image_size']} px (one fixed dataset, `data.seed: "
         f"{base['data']['seed']}`; a tenth of the training scenes set aside for validation), "
@@ -414,7 +415,9 @@ def regime() -> list[str]:
         "",
         "FedCC and optimal-transport matching are for clients whose centroids drift out of "
         "the shared index order; the study above trained 48 steps per client, where no "
-        f"client's did. Each candidate ran {base} on the benchmark, "
+        f"client's did. Each candidate ran {base} on the benchmark as the study above had "
+        "it (8 local steps, centroid learning rate 5e-3, 11 x 11 sample points), changed "
+        "as its name says; "
         f"{r['summary'][0]['seeds']} seeds; 'misaligned' is the largest share of clients, "
         "over rounds and seeds, whose centroids' best one-to-one match to the global ones "
         "they started from is not the identity; a candidate has plateaued when its mean "
