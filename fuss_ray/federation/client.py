@@ -40,14 +40,8 @@ from fuss_ray.federation.steps import (
 from fuss_ray.federation.strategies import strategy_for
 from fuss_ray.federation.types import CENTROIDS, Arrays, Broadcast, ClientUpdate
 from fuss_ray.losses import CorrespondenceLoss
-from fuss_ray.models.head import FussModel, load_model_state, model_state
-from fuss_ray.models.stacked import (
-    StackedParams,
-    draw_masks,
-    stack_states,
-    stacked_head,
-    unstack_states,
-)
+from fuss_ray.models.head import FussModel, ModelState, load_model_state, model_state
+from fuss_ray.models.stacked import draw_masks, reference_head, stack_states, unstack_states
 from fuss_ray.plugins import receive
 from fuss_ray.seeds import Stream, seed_stream
 
@@ -161,7 +155,7 @@ class ClientHost:
         self.objective = self.strategy.client_objective()
         # Clients trained as one stack (1: one at a time, the per-client path); an objective
         # without stacked hooks trains one at a time (the driver says so once).
-        self.client_batch = fed.client_batch if self.objective.stacks() else 1
+        self.client_batch = self.objective.stack_size(fed.client_batch)
         self.kept: dict[int, Arrays] = {}  # what the objective keeps per client
         self.restored_round = 0
         if spec.restore_dir is not None:
@@ -340,24 +334,37 @@ class ClientHost:
         model.train()
         seed = client_seed(cfg.seed, cid, server_round)
         torch.manual_seed(seed)  # dropout masks
-        indices = self.indices[cid]
-        n = len(indices)
         plan = self._plan(cid, seed)
         run = LocalRun(
             cid, model, broadcast, kept, self.device, cfg.train.local_steps, self._fresh_model
         )
         objective.begin(run)
-        features = ShardFeatures(
-            self.store.gather, indices, self.device, self.image_bytes, self.shard_budget
+        counts, losses = run_steps(
+            model, self._shard(cid), plan, self.loss_fn, self.steps, objective, run
         )
-        counts, losses = run_steps(model, features, plan, self.loss_fn, self.steps, objective, run)
         state = model_state(model)
-        keep, extras = objective.end(run, state)
+        return self._update(cid, state, counts, losses, objective.end(run, state))
+
+    def _shard(self, cid: int) -> ShardFeatures:
+        return ShardFeatures(
+            self.store.gather, self.indices[cid], self.device, self.image_bytes, self.shard_budget
+        )
+
+    def _update(
+        self,
+        cid: int,
+        state: ModelState,
+        counts: NDArray[np.int64],
+        losses: NDArray[np.float64],
+        ended: tuple[Arrays | None, Arrays],
+    ) -> ClientUpdate:
+        """A trained client's update; what its objective keeps is kept here."""
+        keep, extras = ended
         if keep is not None:
             self.kept[cid] = keep
         return ClientUpdate(
             client_id=cid,
-            num_samples=n,
+            num_samples=len(self.indices[cid]),
             state=state,
             occupancy=counts / max(1, counts.sum()),
             loss=float(np.mean(losses)),
@@ -386,20 +393,8 @@ class ClientHost:
         params = stack_states(starts, self.device)
         seeds = [client_seed(cfg.seed, c, r) for c, r in zip(cids, rounds, strict=True)]
         plans = [self._plan(c, s) for c, s in zip(cids, seeds, strict=True)]
-        stack = Stack(
-            [
-                ShardFeatures(
-                    self.store.gather,
-                    self.indices[c],
-                    self.device,
-                    self.image_bytes,
-                    self.shard_budget,
-                )
-                for c in cids
-            ],
-            plans,
-            self._stack_masks(seeds, self._batch_size(cids[0])),
-        )
+        masks = self._stack_masks(seeds, self._batch_size(cids[0]))
+        stack = Stack([self._shard(c) for c in cids], plans, masks)
         run = StackRun(
             cids,
             params,
@@ -407,29 +402,17 @@ class ClientHost:
             kept,
             self.device,
             cfg.train.local_steps,
-            head=_reference_head,
+            head=reference_head,
             stack=lambda states: stack_states(states, self.device),
         )
         objective.begin_stack(run)
         counts, losses = run_stacked_steps(params, stack, self.loss_fn, self.steps, objective, run)
         states = unstack_states(params)
         ends = objective.end_stack(run, states)
-        updates = []
-        for j, cid in enumerate(cids):
-            keep, extras = ends[j]
-            if keep is not None:
-                self.kept[cid] = keep
-            updates.append(
-                ClientUpdate(
-                    client_id=cid,
-                    num_samples=len(self.indices[cid]),
-                    state=states[j],
-                    occupancy=counts[j] / max(1, counts[j].sum()),
-                    loss=float(np.mean(losses[j])),
-                    extras=extras,
-                )
-            )
-        return updates
+        return [
+            self._update(cid, states[j], counts[j], losses[j], ends[j])
+            for j, cid in enumerate(cids)
+        ]
 
     def _stack_masks(self, seeds: list[int], batch: int) -> torch.Tensor | None:
         """Every step's dropout masks of each client (S, calls, G * B, D'), as its own
@@ -440,7 +423,7 @@ class ClientHost:
         per_client = []
         for seed in seeds:
             masks = draw_masks(batch, dim, p, steps * calls, torch.Generator().manual_seed(seed))
-            if masks is None:
+            if masks is None:  # no dropout: nothing drawn for any client
                 return None
             per_client.append(masks.view(steps, calls, batch, dim))
         return torch.cat(per_client, dim=2).to(self.device)
@@ -449,12 +432,3 @@ class ClientHost:
         """Bytes of one image's feature map as training reads it (float32)."""
         shape = getattr(self.store, "shape", None) or self.store.meta["feature_shape"]
         return int(np.prod(shape)) * 4
-
-
-@torch.no_grad()
-def _reference_head(params: StackedParams, features: torch.Tensor) -> torch.Tensor:
-    """Codes (G, B, D, h, w) of features (G, B, D', h, w) under stacked parameters, as a
-    reference model in eval mode computes them (no dropout, no gradient)."""
-    g, b = features.shape[:2]
-    codes = stacked_head(params, features.reshape(g * b, *features.shape[2:]))
-    return codes.view(g, b, *codes.shape[1:])

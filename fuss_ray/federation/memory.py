@@ -89,7 +89,7 @@ def estimate_memory(
     batch = 2 * config.train.batch_size * (d + config.model.code_dim) * h * w * 4
     # A stack of G clients (`client_batch`) holds G models, their optimiser state and
     # G batches' activations at once.
-    g = config.federation.client_batch if strategy.client_objective().stacks() else 1
+    g = strategy.client_objective().stack_size(config.federation.client_batch)
     per_host = HOST_PRIVATE + g * (3 * state_bytes + 8 * batch)
     if config.features.mode == "online":
         # Its own backbone, and one round's features of the clients it hosts at most.

@@ -104,6 +104,13 @@ class ClientObjective:
                 return False
         return True
 
+    @final
+    @classmethod
+    def stack_size(cls, requested: int) -> int:
+        """The clients a host trains as one stack when `federation.client_batch` asks for
+        `requested`: 1 (one at a time) where this objective cannot be stacked."""
+        return requested if cls.stacks() else 1
+
 
 _STACKED = {
     "begin": "begin_stack",

@@ -81,6 +81,15 @@ def stacked_head(
     return out.view(g, code_dim, b, h * w).transpose(1, 2).reshape(n, code_dim, h, w)
 
 
+@torch.no_grad()
+def reference_head(params: StackedParams, features: torch.Tensor) -> torch.Tensor:
+    """Codes (G, B, D, h, w) of features (G, B, D', h, w) under stacked parameters, as a
+    reference model in eval mode computes them (no dropout, no gradient)."""
+    g, b = features.shape[:2]
+    codes = stacked_head(params, features.reshape(g * b, *features.shape[2:]))
+    return codes.view(g, b, *codes.shape[1:])
+
+
 def draw_masks(
     batch: int, channels: int, p: float, calls: int, generator: torch.Generator
 ) -> torch.Tensor | None:

@@ -19,6 +19,8 @@ from fuss_ray.simulation.prepare import (
     simulated_clients,
 )
 
+log = logging.getLogger(__name__)
+
 
 def checkpoint_to_resume(config: RunConfig, out_dir: Path) -> Checkpoint:
     """The checkpoint a `--resume` continues from, refused if it belongs to another config."""
@@ -35,15 +37,12 @@ def checkpoint_to_resume(config: RunConfig, out_dir: Path) -> Checkpoint:
     return ckpt
 
 
-log = logging.getLogger(__name__)
-
-
 def check_client_batch(config: RunConfig, strategy: Strategy[Any]) -> None:
     """Say once that a strategy whose client objective has no stacked form trains its
     clients one at a time, whatever `federation.client_batch` asks (the hosts do so)."""
     g = config.federation.client_batch
     objective = strategy.client_objective()
-    if g > 1 and not objective.stacks():
+    if objective.stack_size(g) < g:
         log.warning(
             "federation.client_batch: %d, but strategy '%s' has a client objective (%s) "
             "without stacked hooks; its clients train one at a time",

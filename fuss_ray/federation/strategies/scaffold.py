@@ -18,6 +18,7 @@ client's host; c travels with the global state.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -70,10 +71,14 @@ class ControlVariates(ClientObjective):
         return torch.stack(terms).sum()
 
     def after_backward(self, run: LocalRun) -> None:
-        with torch.no_grad():
-            for k, p in run.model.named_parameters():
-                if p.grad is not None:
-                    self.raw_sum[k] += p.grad - self.correction[k]
+        self._add_raw_gradients(run.model.named_parameters())
+
+    @torch.no_grad()
+    def _add_raw_gradients(self, named: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """One step's gradients without the correction, into c_i's running sum."""
+        for k, p in named:
+            if p.grad is not None:
+                self.raw_sum[k] += p.grad - self.correction[k]
         self.steps += 1
 
     def end(self, run: LocalRun, trained: ModelState) -> tuple[Arrays | None, Arrays]:
@@ -104,11 +109,7 @@ class ControlVariates(ClientObjective):
         return per_client_sum(terms)
 
     def after_backward_stack(self, run: StackRun) -> None:
-        with torch.no_grad():
-            for k, p in run.params.items():
-                if p.grad is not None:
-                    self.raw_sum[k] += p.grad - self.correction[k]
-        self.steps += 1
+        self._add_raw_gradients(run.params.items())
 
     def end_stack(
         self, run: StackRun, trained: list[ModelState]
