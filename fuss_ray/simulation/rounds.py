@@ -45,7 +45,8 @@ def dataset_info(config: RunConfig, prepared: Prepared) -> DatasetInfo:
     h = hashlib.sha256(str(prepared.train_store.meta.get("dataset_fingerprint")).encode())
     for idx in prepared.partition.clients:
         h.update(np.asarray(idx, dtype=np.int64).tobytes() + b"|")
-    source = str(data.root) if data.root is not None else f"{data.dataset} (seed {config.seed})"
+    folder = data.root_path()
+    source = str(folder) if folder is not None else f"{data.dataset} (seed {config.seed})"
     return DatasetInfo(
         name=f"{data.dataset} · {part.kind}{skew} · {clients} clients",
         digest=h.hexdigest()[:16],

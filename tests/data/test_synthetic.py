@@ -1,11 +1,12 @@
 import numpy as np
 
-from fuss_ray.config import DataConfig
-from fuss_ray.data.synthetic import SyntheticScenes
+from fuss_ray.data.synthetic import SyntheticParams, SyntheticScenes
 
 
 def _ds(seed: int = 0, split: str = "train") -> SyntheticScenes:
-    cfg = DataConfig(num_images=6, num_eval_images=3, num_classes=4, image_size=48, regions=(2, 5))
+    cfg = SyntheticParams(
+        num_images=6, num_eval_images=3, num_classes=4, image_size=48, regions=(2, 5)
+    )
     return SyntheticScenes(cfg, seed, split)
 
 

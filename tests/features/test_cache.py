@@ -3,13 +3,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fuss_ray.config import DataConfig, FeatureConfig
-from fuss_ray.data.synthetic import SyntheticScenes
+from fuss_ray.config import FeatureConfig
+from fuss_ray.data.synthetic import SyntheticParams, SyntheticScenes
 from fuss_ray.features.cache import FeatureStore, ensure_features, verify_store
 
 
 def test_extract_once_then_reuse_and_key_on_settings(cache_dir: Path) -> None:
-    ds = SyntheticScenes(DataConfig(num_images=5, num_classes=3, image_size=64), 11, "train")
+    ds = SyntheticScenes(SyntheticParams(num_images=5, num_classes=3, image_size=64), 11, "train")
     cfg = FeatureConfig(cache_dir=cache_dir, input_size=64, label_size=16, batch_size=2)
     store = ensure_features(cfg, ds, "train", show_progress=False)
     assert len(store) == 5 and store.gather([0, 4]).shape == (2, 152, 8, 8)
@@ -21,12 +21,12 @@ def test_extract_once_then_reuse_and_key_on_settings(cache_dir: Path) -> None:
     assert np.array_equal(again.feature(3), store.feature(3))
     other = ensure_features(cfg.model_copy(update={"label_size": 8}), ds, "train", False)
     assert other.path != store.path
-    ds2 = SyntheticScenes(DataConfig(num_images=5, num_classes=3, image_size=64), 12, "train")
+    ds2 = SyntheticScenes(SyntheticParams(num_images=5, num_classes=3, image_size=64), 12, "train")
     assert ensure_features(cfg, ds2, "train", False).path != store.path
 
 
 def test_store_is_memory_mapped(cache_dir: Path) -> None:
-    ds = SyntheticScenes(DataConfig(num_images=3, num_classes=3, image_size=64), 5, "eval")
+    ds = SyntheticScenes(SyntheticParams(num_images=3, num_classes=3, image_size=64), 5, "eval")
     cfg = FeatureConfig(cache_dir=cache_dir, input_size=64, label_size=16)
     path = ensure_features(cfg, ds, "eval", show_progress=False).path
     store = FeatureStore.open(path)
@@ -36,7 +36,7 @@ def test_store_is_memory_mapped(cache_dir: Path) -> None:
 def test_corrupt_shard_is_detected_and_extracted_again(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    ds = SyntheticScenes(DataConfig(num_images=3, num_classes=3, image_size=64), 7, "train")
+    ds = SyntheticScenes(SyntheticParams(num_images=3, num_classes=3, image_size=64), 7, "train")
     cfg = FeatureConfig(cache_dir=tmp_path, input_size=64, label_size=16)
     store = ensure_features(cfg, ds, "train", show_progress=False)
     good = np.array(store.feature(2))
@@ -62,7 +62,7 @@ def test_corrupt_shard_is_detected_and_extracted_again(
 
 
 def test_a_float16_cache_is_half_the_size_and_reads_as_float32(cache_dir: Path) -> None:
-    ds = SyntheticScenes(DataConfig(num_images=4, num_classes=3, image_size=64), 21, "train")
+    ds = SyntheticScenes(SyntheticParams(num_images=4, num_classes=3, image_size=64), 21, "train")
     wide = FeatureConfig(cache_dir=cache_dir, input_size=64, label_size=16)
     narrow = wide.model_copy(update={"dtype": "float16"})
     full = ensure_features(wide, ds, "train", show_progress=False)
