@@ -106,6 +106,18 @@ def ray_join(ray_session: None) -> dict[str, str]:
     return env
 
 
+def job_env(ray_join: dict[str, str], **env_vars: str) -> dict[str, str]:
+    """What a command joining the session's Ray needs so that every process of its job
+    (actors, Tune trials) starts with `env_vars` in its environment: a PYTHONPATH holding
+    an installed plugin, a hook. It is how `ray job submit --runtime-env-json` hands a
+    job's runtime environment to its driver; the driver itself gets `env_vars` too.
+    """
+    import json
+
+    runtime = {"runtime_env": {"env_vars": dict(env_vars)}}
+    return {**ray_join, **env_vars, "RAY_JOB_CONFIG_JSON_ENV_VAR": json.dumps(runtime)}
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Modules holding end-to-end (`slow`) tests first, each module's tests in order.
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ..conftest import tiny_config_dict
+from ..conftest import job_env, tiny_config_dict
 
 PLUGIN = '''
 """A strategy that moves the centroids only part of the way to the clients' mean."""
@@ -66,7 +66,7 @@ def _cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Complete
 
 @pytest.mark.slow
 def test_a_plugin_strategy_runs_on_ray_in_a_search_and_in_a_study(
-    cache_dir: Path, tmp_path: Path
+    cache_dir: Path, tmp_path: Path, ray_join: dict[str, str]
 ) -> None:
     plugin = install_plugin(tmp_path / "site")
     tree = tiny_config_dict(
@@ -88,7 +88,10 @@ def test_a_plugin_strategy_runs_on_ray_in_a_search_and_in_a_study(
     assert "strategy.name must be one of: centralized, fedavg" in refused.stderr
     assert "part-way" not in refused.stderr.split("(got")[0]
 
-    env = {**bare, "PYTHONPATH": str(plugin)}  # the local Ray's actors inherit it
+    # Installed where the commands and every process of their Ray jobs run (the session's
+    # Ray, joined as a cluster is: the plugin reaches its workers through the job's
+    # runtime environment, as on a cluster whose nodes have it installed).
+    env = {**bare, **job_env(ray_join, PYTHONPATH=str(plugin))}
     done = _cli(["run", str(config), "--out", str(tmp_path / "out"), "--quiet"], env, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())

@@ -1,8 +1,8 @@
 """A search never reads the test split's labels before it ends.
 
-The demo search runs as a user would (`fuss-ray tune`, its own local Ray), with every
-process it starts (driver, Tune trials, actors) logging each read of a test mask: a
-`sitecustomize` on the PYTHONPATH wraps the synthetic dataset's `mask`. Every read must
+The demo search runs as a user would (`fuss-ray tune`, joining a running Ray), with every
+process of its job (driver, Tune trials, actors) logging each read of a test mask: a
+`sitecustomize` on the job's PYTHONPATH wraps the synthetic dataset's `mask`. Every read must
 come after the last trial has ended, from the one run of the chosen config on the test
 split; and there must be such reads, or the logging proves nothing.
 """
@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
+
+from ..conftest import job_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,13 +43,18 @@ if synthetic is not None:
 
 
 @pytest.mark.slow
-def test_the_demo_search_reads_no_test_mask_before_it_ends(tmp_path: Path) -> None:
+def test_the_demo_search_reads_no_test_mask_before_it_ends(
+    tmp_path: Path, ray_join: dict[str, str]
+) -> None:
     hook = tmp_path / "hook"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(SITECUSTOMIZE)
     log = tmp_path / "test-mask-reads.jsonl"
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
-    env.update({"PYTHONPATH": str(hook), "FUSS_TEST_MASK_LOG": str(log), "HF_HUB_OFFLINE": "1"})
+    # The hook in every process of the search's Ray job (driver, trials, actors), on the
+    # session's Ray; other jobs' workers never load it.
+    env.update(job_env(ray_join, PYTHONPATH=str(hook), FUSS_TEST_MASK_LOG=str(log)))
+    env["HF_HUB_OFFLINE"] = "1"
     sets = [
         "search.num_samples=2",
         "train.rounds=2",
