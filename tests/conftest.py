@@ -69,7 +69,11 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def ray_session() -> Iterator[None]:
-    """A local Ray shared by every test that needs one (starting Ray costs seconds)."""
+    """A local Ray shared by every test that needs one (starting Ray costs seconds).
+
+    Like fuss-ray's own local Ray it prestarts no idle workers: each command that joins
+    it would otherwise get workers it never uses (about 3 core-seconds a command).
+    """
     import ray
 
     from fuss_ray.federation.local_ray import local_cpus
@@ -81,6 +85,7 @@ def ray_session() -> Iterator[None]:
         logging_level="ERROR",
         log_to_driver=False,
         configure_logging=False,
+        _system_config={"enable_worker_prestart": False},
     )
     yield
     ray.shutdown()

@@ -120,7 +120,10 @@ def init_ray(address: str | None, extra_local_cpus: float = 0.0, **kwargs: Any) 
 
     A local Ray offers the machine's cores plus `extra_local_cpus`: the server actor's
     share, since it and the hosts take turns (it waits while they train, they wait while
-    it aggregates and scores), so a laptop's cores all go to the hosts.
+    it aggregates and scores), so a laptop's cores all go to the hosts. It prestarts no
+    idle workers: a run's workers are its actors (hosts, the server), which Ray starts
+    for them, and the prestarted ones cost a 2-core machine about 1.5 core-seconds and
+    2 s per run (measured with `fuss-ray run` on the quickstart).
     """
     import ray
 
@@ -134,6 +137,7 @@ def init_ray(address: str | None, extra_local_cpus: float = 0.0, **kwargs: Any) 
     reap_orphans()
     if extra_local_cpus > 0:
         kwargs.setdefault("num_cpus", local_cpus(extra_local_cpus))
+    kwargs.setdefault("_system_config", {"enable_worker_prestart": False})
     ray.init(address="local", **kwargs)  # never a stray cluster found on this machine
     _started_here = True
     record_local_ray()

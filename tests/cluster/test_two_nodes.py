@@ -36,6 +36,8 @@ ENV = {
     # Notice a dead node in seconds rather than the default half minute.
     "RAY_health_check_period_ms": "1000",
     "RAY_health_check_failure_threshold": "3",
+    # No idle workers started ahead of the actors (as fuss-ray's own local Ray).
+    "RAY_enable_worker_prestart": "0",
 }
 
 
