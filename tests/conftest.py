@@ -44,6 +44,15 @@ def tiny_config_dict(cache_dir: Path, **overrides: Any) -> dict[str, Any]:
             "clients_per_actor": 2,
         },
     }
+    dataset = overrides.get("data.dataset", "synthetic")
+    if dataset != "synthetic":  # the synthetic scenes' own settings are not another's
+        from fuss_ray.plugins import DATASETS
+
+        own = DATASETS[dataset].Params.model_fields
+        fixed = DATASETS[dataset].Params.fixed_classes is not None
+        cfg["data"] = {
+            k: v for k, v in cfg["data"].items() if k in own and not (fixed and k == "num_classes")
+        }
     for key, value in overrides.items():
         node = cfg
         parts = key.split(".")
