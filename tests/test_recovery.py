@@ -459,7 +459,7 @@ def test_chaos_a_random_actor_killed_in_several_rounds(
             "partition.kind": "iid",
             "partition.num_clients": 100,
             "train.rounds": 4,
-            "train.local_steps": 6,
+            "train.local_steps": 3,
             "train.batch_size": 2,
             "federation.clients_per_actor": 25,
         },
