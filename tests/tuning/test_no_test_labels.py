@@ -60,6 +60,8 @@ def test_the_demo_search_reads_no_test_mask_before_it_ends(
         "train.rounds=2",
         "data.num_images=40",
         "data.num_eval_images=8",
+        "data.image_size=112",  # 14 x 14 feature maps: what is read when does not change
+        "features.input_size=112",
         "partition.num_clients=4",
         "features.cache_dir=cache",  # fresh: nothing extracted before the search
     ]
