@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.optimize import linear_sum_assignment
 
 
 def confusion_matrix(
@@ -62,6 +61,10 @@ def unsupervised_scores(confusion: NDArray[np.integer[Any]]) -> dict[str, Any]:
     if m.ndim != 2:
         raise ValueError("confusion must be a 2-D (classes x clusters) matrix")
     num_classes, _ = m.shape
+    # Imported here: scipy.optimize costs every process that imports this module (each
+    # host and server actor, each command) about half a second of a core at start.
+    from scipy.optimize import linear_sum_assignment
+
     rows, cols = linear_sum_assignment(m, maximize=True)
     mapping = {int(c): int(r) for r, c in zip(rows, cols, strict=True)}
     class_to_cluster = {r: c for c, r in mapping.items()}

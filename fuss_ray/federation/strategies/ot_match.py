@@ -13,8 +13,6 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 from pydantic import Field
-from scipy.optimize import linear_sum_assignment
-from scipy.spatial.distance import cdist
 
 from fuss_ray.federation.reduction import Reduced
 from fuss_ray.federation.strategies.base import (
@@ -56,6 +54,10 @@ def transport_plan(
     """
     n = len(target)
     if method == "exact" and len(client) == n and np.all(source_mass == source_mass[0]):
+        # Imported here, as POT is: the registry imports this module in every process.
+        from scipy.optimize import linear_sum_assignment
+        from scipy.spatial.distance import cdist
+
         rows, cols = linear_sum_assignment(cdist(client, target, metric="sqeuclidean"))
         plan = np.zeros((n, n))
         plan[rows, cols] = source_mass[0]
