@@ -17,8 +17,10 @@ install: $(VENV)/.installed
 quickstart: $(VENV)/.installed
 	$(VENV)/bin/fuss-ray run configs/quickstart.yaml
 
-# Two workers: much of a test is waiting (Ray starting, subprocesses, servers), so two keep
-# two cores busy. A module's tests stay on one worker, which sets up its fixtures once.
+# Two workers keep two cores busy: on the 2-core CI machine the suite is CPU-bound (with
+# three it took longer, the cores 98% busy), most of it processes starting (each actor,
+# command and Tune trial imports torch). A module's tests stay on one worker, which sets
+# up its fixtures once.
 TEST_WORKERS ?= 2
 test: $(VENV)/.installed
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope --durations=25
