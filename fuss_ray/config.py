@@ -177,7 +177,7 @@ def data_params(raw: Any) -> DataParams:
         return raw
     if not isinstance(raw, dict):
         raise ValueError("data: expected a section of settings")
-    name = raw.get("dataset", "synthetic")
+    name = raw.get("dataset", DataParams.model_fields["dataset"].default)
     if not isinstance(name, str) or name not in DATASETS:
         known = ", ".join(sorted(DATASETS))
         raise ValueError(f"data.dataset: must be one of: {known} (got {name!r})")

@@ -48,10 +48,12 @@ def tiny_config_dict(cache_dir: Path, **overrides: Any) -> dict[str, Any]:
     if dataset != "synthetic":  # the synthetic scenes' own settings are not another's
         from fuss_ray.plugins import DATASETS
 
-        own = DATASETS[dataset].Params.model_fields
-        fixed = DATASETS[dataset].Params.fixed_classes is not None
+        params = DATASETS[dataset].Params
+        implied = params.implied_classes({}) is not None  # a benchmark's own class count
         cfg["data"] = {
-            k: v for k, v in cfg["data"].items() if k in own and not (fixed and k == "num_classes")
+            k: v
+            for k, v in cfg["data"].items()
+            if k in params.model_fields and not (implied and k == "num_classes")
         }
     for key, value in overrides.items():
         node = cfg
