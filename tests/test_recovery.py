@@ -442,6 +442,23 @@ def test_a_dead_server_actor_stops_the_run_in_one_line_and_resume_matches(
     assert statuses == ["FINISHED"] and list(steps.values()) == [[1, 2, 3]]
 
 
+def _kill_once_training(pid: int, cpu_s: float = 0.05, within_s: float = 120.0) -> None:
+    """SIGKILL a host actor once it has spent `cpu_s` core-seconds in the next round.
+
+    Between rounds a host is idle, and writing its clients' checkpoint takes it far less
+    than that, so the kill lands mid-training however fast the machine (a fixed delay
+    once landed in the checkpoint on a fast one, which is a different failure)."""
+    import psutil
+
+    proc = psutil.Process(pid)
+    start = sum(proc.cpu_times()[:2])
+    deadline = time.time() + within_s
+    while sum(proc.cpu_times()[:2]) - start < cpu_s:
+        assert time.time() < deadline, "the victim never trained"
+        time.sleep(0.01)
+    os.kill(pid, signal.SIGKILL)
+
+
 @pytest.mark.ray
 @pytest.mark.slow
 def test_chaos_a_random_actor_killed_in_several_rounds(
@@ -480,7 +497,7 @@ def test_chaos_a_random_actor_killed_in_several_rounds(
         victim = pick.randrange(4)
         victims.append(victim)
         pid = loops[-1].host_pids()[victim]  # asked now: a restarted actor has a new process
-        killers.append(threading.Timer(0.5, os.kill, (pid, signal.SIGKILL)))
+        killers.append(threading.Thread(target=_kill_once_training, args=(pid,)))
         killers[-1].start()
 
     out = tmp_path / "chaos"

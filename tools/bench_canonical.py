@@ -95,6 +95,7 @@ def run_rounds(
 ) -> dict[str, Any]:
     """R rounds of train-reduce-finish (features of `dim` channels); seconds per round
     and the final state."""
+    from fuss_ray.federation.buffer import Buffer
     from fuss_ray.federation.reduction import grid_shifts
     from fuss_ray.federation.server_update import build_update
     from fuss_ray.simulation import initial_state
@@ -108,7 +109,7 @@ def run_rounds(
         started = time.perf_counter()
         shifts = grid_shifts(strategy.summand_references(state), executor.total_samples)
         reduced = executor.train_reduced(strategy.strategy.broadcast(state), shifts, ids, r)
-        state = strategy.finish(state, reduced, r)
+        state = strategy.merge(Buffer.round(state, r - 1, reduced), r)
         seconds.append(time.perf_counter() - started)
         peak = max(peak, tree_rss())
         print(f"  round {r}: {seconds[-1]:.2f} s", file=sys.stderr, flush=True)

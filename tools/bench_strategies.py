@@ -68,6 +68,7 @@ def time_strategy(
     name: str, global_state: Any, updates: list[Any], repeats: int
 ) -> dict[str, float]:
     """Median seconds of the per-client half (all clients) and of the server's half."""
+    from fuss_ray.federation.buffer import Buffer
     from fuss_ray.federation.reduction import grid_shifts, reduce_updates
     from fuss_ray.federation.server_update import build_update
 
@@ -81,7 +82,7 @@ def time_strategy(
         reduced = reduce_updates(strategy, global_state, shifts, updates, None)
         client_s.append(time.perf_counter() - started)
         started = time.perf_counter()
-        strategy.finish(global_state, reduced, 1)
+        strategy.merge(Buffer.round(global_state, 0, reduced), 1)
         server_s.append(time.perf_counter() - started)
     return {"client_side_s": statistics.median(client_s), "server_s": statistics.median(server_s)}
 

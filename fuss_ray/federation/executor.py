@@ -468,7 +468,14 @@ class RayExecutor(Executor):
             per_actor,
             submit,
             fetch,
-            (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError),
+            # ObjectLostError: the host answered, but its node died before the answer was
+            # read (the result lived in that node's object store), so the work is lost
+            # all the same (seen when the two-node test's worker node is killed).
+            (
+                ray.exceptions.RayActorError,
+                ray.exceptions.GetTimeoutError,
+                ray.exceptions.ObjectLostError,
+            ),
             self.fed.on_actor_failure,
             self.fed.round_retries,
             self.fed.min_clients,

@@ -1,4 +1,6 @@
-"""The server: samples clients, broadcasts, aggregates through the strategy, evaluates."""
+"""The server: one loop for both modes. An arrival process (synchronous `Rounds` here, or
+FedBuff's clock in `fedbuff.py`) hands it a `Buffer` per update; it merges that through
+the server update and the strategy, keeps the books, and scores the result."""
 
 from __future__ import annotations
 
@@ -11,9 +13,11 @@ import numpy as np
 
 from fuss_ray.config import FederationConfig, RunConfig
 from fuss_ray.features.cache import FeatureStore
+from fuss_ray.federation.arrivals import Arrivals, Rounds
 from fuss_ray.federation.checkpoint import ArrayTree
 from fuss_ray.federation.executor import Executor, FailureReport
-from fuss_ray.federation.reduction import ClientRecord, Reduced
+from fuss_ray.federation.fedbuff import FedBuff
+from fuss_ray.federation.reduction import ClientRecord
 from fuss_ray.federation.server_update import server_update_for
 from fuss_ray.federation.strategies.base import Strategy
 from fuss_ray.federation.systems import RoundPlan, SystemsModel
@@ -21,11 +25,6 @@ from fuss_ray.federation.types import ModelState
 from fuss_ray.metrics.evaluate import evaluate_state
 from fuss_ray.models.head import FussModel
 from fuss_ray.seeds import Stream, seed_stream
-
-
-def state_bytes(state: ModelState) -> int:
-    """What one copy of a state costs on the wire (its raw array bytes)."""
-    return int(sum(v.nbytes for v in state.values()))
 
 
 def clients_per_round(fed: FederationConfig, num_clients: int) -> int:
@@ -192,6 +191,12 @@ class Server:
             if config.systems.enabled
             else None
         )
+        self.arrivals = self._arrivals()
+
+    def _arrivals(self) -> Arrivals:
+        if self.config.federation.mode == "async":
+            return FedBuff(self)
+        return Rounds(self)
 
     def target(self) -> int:
         """How many updates a round wants (see clients_per_round)."""
@@ -206,6 +211,10 @@ class Server:
             "last_loss": {str(c): v for c, v in self.last_loss.items()},
             "systems": self.systems.state() if self.systems is not None else {},
         }
+        in_flight, in_flight_meta = self.arrivals.export()
+        arrays.update(in_flight)
+        if in_flight_meta is not None:
+            meta["async"] = in_flight_meta
         return arrays, meta
 
     def restore(self, arrays: ArrayTree, meta: dict[str, Any]) -> None:
@@ -219,6 +228,7 @@ class Server:
         self.last_loss = {int(c): float(v) for c, v in meta["last_loss"].items()}
         if self.systems is not None:
             self.systems.restore(meta.get("systems", {}))
+        self.arrivals.restore(arrays, meta.get("async"))
 
     def sample(self, server_round: int) -> list[int]:
         """Seeded sampling of a fraction of clients (at least min_clients).
@@ -278,48 +288,35 @@ class Server:
         return self._scored(empty)
 
     def run_round(self, server_round: int) -> RoundResult:
+        """One server update: what arrives (a round's cohort, or a full FedBuff buffer),
+        merged into the next global state, then scored."""
         started = time.perf_counter()
-        clients = self.sample(server_round)
-        size = state_bytes(self.state)  # one model state on the simulated wire
-        sent = size * len(clients)
-        plan = None
-        if self.systems is not None:
-            plan = self.systems.plan(
-                server_round, clients, self.target(), self.config.train.local_steps, size, size
-            )
-            sent = sum(t.download_bytes for t in plan.timelines)
-            clients = plan.kept  # only updates that arrive in time are ever trained
-        shifts = self.update.grid(self.state, self.executor.total_samples)
-        reduced = (
-            self.executor.train_reduced(
-                self.strategy.broadcast(self.state), shifts, clients, server_round
-            )
-            if clients
-            else Reduced(shifts=shifts)
-        )
-        for rec in reduced.records:
+        got = self.arrivals.collect(server_round)
+        buffer = got.buffer
+        for rec in buffer.records():
             self.participation[rec.client_id] += 1
             self.last_loss[rec.client_id] = rec.loss
-        accepted = reduced.accepted()
-        rejected = reduced.rejected()
+        accepted = buffer.accepted()
         if accepted:  # with every update rejected the global state stays as it was
-            self.state = self.update.finish(self.state, reduced, server_round)
-            self.client_states.update(self.shape.client_models(reduced))
+            self.state = self.update.merge(buffer, server_round)
+            self.client_states.update(self.shape.client_models(buffer))
+        self.arrivals.applied()
         result = RoundResult(
             round=server_round,
             miou=None,
             pixel_acc=None,
             seconds=0.0,
-            clients=clients,
+            clients=got.clients,
             mean_loss=float(np.mean([r.loss for r in accepted])) if accepted else float("nan"),
             client_losses=[r.loss for r in accepted],
-            bytes_sent=sent,
-            bytes_received=size * len(reduced.records),
-            plan=plan,
-            sim_clock_s=self.systems.clock_s if self.systems is not None else None,
-            rejected=rejected,
+            bytes_sent=got.bytes_sent,
+            bytes_received=got.bytes_received,
+            plan=got.plan,
+            sim_clock_s=got.sim_clock_s,
+            rejected={**buffer.rejected(), **got.lost},
             failures=self.executor.last_failures,
             alignment=centroid_alignment(accepted),
+            asynchrony=got.asynchrony,
         )
         self._scored(result)
         result.seconds = time.perf_counter() - started

@@ -187,12 +187,7 @@ class LocalLoop(RoundLoop):
             # The rule the driver follows (and that the bit-identity tests pin down).
             torch.set_num_threads(1)
         self.executor = make_executor(config, parts.spec)
-        server_type: type[Server] = Server
-        if config.federation.mode == "async":
-            from fuss_ray.federation.fedbuff import AsyncServer
-
-            server_type = AsyncServer
-        self.server = server_type(
+        self.server = Server(
             config,
             parts.strategy,
             self.executor,

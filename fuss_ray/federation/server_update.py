@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from fuss_ray.federation.reduction import Reduced, grid_shifts, reduce_updates, weighted_mean
-from fuss_ray.federation.strategies.base import AsyncRule, Strategy, build_strategy
+from fuss_ray.federation.buffer import Buffer
+from fuss_ray.federation.reduction import grid_shifts, reduce_updates
+from fuss_ray.federation.strategies.base import Strategy, build_strategy
 from fuss_ray.federation.types import CENTROIDS, Arrays, ClientUpdate, ModelState
 
 if TYPE_CHECKING:
@@ -50,13 +51,12 @@ class ServerSettings:
 
 
 class ServerUpdate:
-    """The next global state from a round's merged contributions (or an async buffer)."""
+    """The next global state from a buffer of merged contributions."""
 
     def __init__(self, strategy: Strategy[Any], settings: ServerSettings | None = None) -> None:
         self.strategy = strategy
         self.settings = settings or ServerSettings()
         self.shape = strategy.run_shape()  # asked once: hosts read it per client
-        self.async_rule = strategy.asynchronous()  # FedBuff's centroid rule (or none)
         self._velocity: dict[str, NDArray[np.float64]] = {}
 
     # What hosts compute per client (the reduction protocol) -------------------------
@@ -97,28 +97,28 @@ class ServerUpdate:
 
     # The server's half ---------------------------------------------------------------
 
-    def finish(self, global_state: ModelState, reduced: Reduced, server_round: int) -> ModelState:
-        """The next global state: the head merged by its rule and moved by the server
-        step, the centroids by the strategy."""
+    def merge(self, buffer: Buffer, server_round: int) -> ModelState:
+        """The next global state from a buffer (a synchronous round is one fresh group):
+        the head merged by its rule and moved by the server step, the centroids by the
+        strategy."""
         rule = self._head_rule()
+        current = buffer.current
         if rule == "own":  # no global model moves; the server keeps every client's
-            return dict(global_state)
-        kept = {r.client_id for r in reduced.accepted()}
-        ids = sorted(c for c in reduced.per_client if c in kept)
+            return dict(current)
         new: ModelState = {}
-        for key, old in global_state.items():
+        for key, old in current.items():
             if key == CENTROIDS:
                 continue
             if rule == "mean":
-                avg = reduced.mean(key)
+                avg = buffer.mean(key)
             else:
-                avg = self._robust([reduced.per_client[c][key] for c in ids], rule)
+                avg = self._robust([own[key] for _, own in buffer.own()], rule)
             if self.settings.plain():
                 new[key] = avg
                 continue
             new[key] = self._server_step(key, old, avg.astype(np.float64) - old)
         new[CENTROIDS] = self.strategy.reduce_centroids(
-            global_state[CENTROIDS], reduced, server_round
+            current[CENTROIDS], buffer, server_round
         ).astype(np.float32)
         return new
 
@@ -129,7 +129,7 @@ class ServerUpdate:
         references): the same path hosts and server take together."""
         shifts = self.grid(global_state, sum(u.num_samples for u in updates))
         reduced = reduce_updates(self, global_state, shifts, updates, None)
-        return self.finish(global_state, reduced, server_round)
+        return self.merge(Buffer.round(global_state, server_round - 1, reduced), server_round)
 
     def _robust(self, arrays: list[NDArray[np.float32]], rule: str) -> NDArray[np.float32]:
         """A coordinate-wise rule that outliers cannot drag (median, trimmed mean)."""
@@ -150,40 +150,6 @@ class ServerUpdate:
         velocity = self.settings.server_momentum * self._velocity.get(key, 0.0) + delta
         self._velocity[key] = velocity
         return (old.astype(np.float64) + self.settings.server_lr * velocity).astype(np.float32)
-
-    # Asynchronous rounds (FedBuff) ---------------------------------------------------
-
-    def _async_rule(self) -> AsyncRule:
-        rule = self.async_rule
-        if rule is None:
-            raise ValueError(f"strategy '{self.strategy.name}' does not run asynchronously")
-        return rule
-
-    def async_contribution(self, start: ModelState, update: ClientUpdate) -> Arrays:
-        """A client's update as the buffer holds it: its change of the head since the model
-        it started from, and its centroid contribution (the strategy's `AsyncRule`)."""
-        out: Arrays = {
-            k: update.state[k].astype(np.float64) - v.astype(np.float64)
-            for k, v in start.items()
-            if k != CENTROIDS
-        }
-        out.update(self._async_rule().contribution(start[CENTROIDS], update))
-        return out
-
-    def apply_buffer(
-        self, state: ModelState, weights: list[float], parts: list[Arrays], version: int
-    ) -> ModelState:
-        """The next global state from a full buffer: the head moves by the weighted mean of
-        the clients' changes (weights: staleness x samples; with the server step and
-        momentum of synchronous rounds), the centroids by the strategy's `AsyncRule`."""
-        new: ModelState = {}
-        for key, old in state.items():
-            if key != CENTROIDS:
-                new[key] = self._server_step(key, old, weighted_mean(weights, parts, key))
-        new[CENTROIDS] = (
-            self._async_rule().apply(state[CENTROIDS], weights, parts, version).astype(np.float32)
-        )
-        return new
 
     # Checkpoints ---------------------------------------------------------------------
 

@@ -9,10 +9,10 @@ from typing import Any
 
 from fuss_ray.config import RunConfig, earlier_layout, first_difference
 from fuss_ray.errors import UserError
+from fuss_ray.federation.arrivals import state_bytes
 from fuss_ray.federation.checkpoint import Checkpoint, latest_checkpoint
 from fuss_ray.federation.client import HostSpec
 from fuss_ray.federation.memory import check_memory, estimate_memory, host_count, memory_limit
-from fuss_ray.federation.server import state_bytes
 from fuss_ray.federation.strategies import Strategy, async_strategies
 from fuss_ray.models.head import ModelState
 from fuss_ray.simulation.prepare import (

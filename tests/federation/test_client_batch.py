@@ -94,14 +94,21 @@ def test_stacks_of_any_size_give_the_same_bits(strategy: str, side: int) -> None
 @pytest.mark.parametrize("strategy", OBJECTIVES)
 def test_a_stack_agrees_with_the_per_client_path_up_to_rounding(strategy: str) -> None:
     """The same math as the per-client path (client_batch 1), within TOLERANCE."""
-    per_client = _two_rounds(_host(strategy, 1, 24, steps=4))
+    reference = _host(strategy, 1, 24, steps=4)
+    per_client = _two_rounds(reference)
     stacked = _two_rounds(_host(strategy, 4, 24, steps=4))
     for x, y in zip(stacked, per_client, strict=True):
         assert x.loss == pytest.approx(y.loss, rel=TOLERANCE, abs=TOLERANCE)
         np.testing.assert_allclose(x.occupancy, y.occupancy, atol=0.02)
         for part in ("state", "extras"):
             for k, v in getattr(y, part).items():
-                top = max(float(np.max(np.abs(v))), 1e-6)
+                # SCAFFOLD's `dc:` is the change of a control variate, a difference of two
+                # means of gradients: its rounding is the control's, so it is measured
+                # against the control it changes (as large as 2.6e-4 of its own largest
+                # value on one CPU, while the parameters agree within 2e-6).
+                kept = reference.kept.get(y.client_id, {}).get(k.removeprefix("dc:"))
+                scales = [v, kept] if part == "extras" and kept is not None else [v]
+                top = max(max(float(np.max(np.abs(a))) for a in scales), 1e-6)
                 err = float(np.max(np.abs(getattr(x, part)[k] - v))) / top
                 assert err <= TOLERANCE, (strategy, x.client_id, k, err)
 

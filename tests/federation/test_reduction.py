@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from fuss_ray.config import validate_config
+from fuss_ray.federation.buffer import Buffer
 from fuss_ray.federation.checkpoint import load_tree
 from fuss_ray.federation.reduction import Reduced, grid_shifts, reduce_updates, value_bound
 from fuss_ray.federation.server_update import build_update
@@ -38,7 +39,7 @@ def test_any_packing_and_order_gives_the_same_bits(name: str) -> None:
     ups = _updates(6)
     shifts = grid_shifts(strategy.summand_references(GLOBAL), sum(u.num_samples for u in ups))
     whole = reduce_updates(strategy, GLOBAL, shifts, ups, None)
-    expected = strategy.finish(GLOBAL, whole, 1)
+    expected = strategy.merge(Buffer.round(GLOBAL, 0, whole), 1)
     for packing in ([[0, 1, 2], [3, 4, 5]], [[5], [0, 3], [1, 2, 4]], [[i] for i in range(6)]):
         parts = [
             reduce_updates(strategy, GLOBAL, shifts, [ups[i] for i in g], None) for g in packing
@@ -47,7 +48,7 @@ def test_any_packing_and_order_gives_the_same_bits(name: str) -> None:
             merged = Reduced(shifts=shifts)
             for part in order:
                 merged = merged.merge(part)
-            out = build_update({"name": name}, 0).finish(GLOBAL, merged, 1)
+            out = build_update({"name": name}, 0).merge(Buffer.round(GLOBAL, 0, merged), 1)
             for k in expected:
                 assert np.array_equal(out[k], expected[k]), (name, packing, k)
 

@@ -9,7 +9,7 @@ import pytest
 
 from fuss_ray.config import SystemsConfig, validate_config
 from fuss_ray.errors import UserError
-from fuss_ray.federation.server import state_bytes
+from fuss_ray.federation.arrivals import state_bytes
 from fuss_ray.federation.systems import SystemsModel
 from fuss_ray.simulation import initial_state, run_simulation
 

@@ -10,7 +10,7 @@ import pkgutil
 
 from fuss_ray.federation.strategies.base import (
     STRATEGIES,
-    AsyncRule,
+    Buffer,
     ClientUpdate,
     Contribution,
     Strategy,
@@ -26,7 +26,7 @@ for _module in pkgutil.iter_modules(__path__):
 
 __all__ = [
     "STRATEGIES",
-    "AsyncRule",
+    "Buffer",
     "ClientUpdate",
     "Contribution",
     "Strategy",

@@ -17,8 +17,8 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, create_model
 
+from fuss_ray.federation.buffer import Buffer
 from fuss_ray.federation.objective import ClientObjective
-from fuss_ray.federation.reduction import Reduced
 from fuss_ray.federation.types import CENTROIDS, Arrays, Broadcast, ClientUpdate, ModelState
 from fuss_ray.plugins import STRATEGIES
 
@@ -30,7 +30,7 @@ __all__ = [
     "CENTROIDS",
     "STRATEGIES",
     "Arrays",
-    "AsyncRule",
+    "Buffer",
     "ClientUpdate",
     "Contribution",
     "ModelState",
@@ -82,7 +82,7 @@ class RunShape:
         keeps its own head and nothing global moves."""
         return configured
 
-    def client_models(self, reduced: Reduced) -> dict[int, ModelState]:
+    def client_models(self, buffer: Buffer) -> dict[int, ModelState]:
         """The accepted clients' models the server keeps for scoring."""
         return {}
 
@@ -108,40 +108,26 @@ class Contribution:
     per_client: Arrays = field(default_factory=dict)
 
 
-class AsyncRule(ABC):
-    """A strategy's centroid rule for asynchronous federation (FedBuff): what a client
-    contributes against the centroids it started from, and how a full buffer of
-    contributions moves the centroids."""
-
-    @abstractmethod
-    def contribution(self, start: NDArray[np.float32], update: ClientUpdate) -> Arrays:
-        """The centroid part of a client's buffered contribution."""
-
-    @abstractmethod
-    def apply(
-        self, current: NDArray[np.float32], weights: list[float], parts: list[Arrays], version: int
-    ) -> NDArray[np.float32]:
-        """The next centroids from a full buffer (weights and contributions, in order)."""
-
-
 class Strategy(ABC, Generic[P]):
     """A federation strategy: what a client adds to its objective, and how the centroids
     of a round's clients become the next global centroids.
 
     The head is merged by the federation's rule, the same for every strategy (see
     `fuss_ray.federation.server_update`); centroids are where strategies differ, because
-    they are permutation-ambiguous. A strategy author overrides, of seven hooks, those it
+    they are permutation-ambiguous. A strategy author overrides, of six hooks, those it
     needs:
     - `client_objective()`: the hooks that add loss terms, a starting point and
       per-client state to local training (FedProx, MOON, SCAFFOLD; `objective.py`);
     - `broadcast()`: what the server sends with the global state (SCAFFOLD's control);
-    - the centroid rule, split so that hosts do most of it: per client, its
-      `contribution()` (what is weighted-summed, each key with an array of its scale in
-      `scales()`, and what the server needs client by client); on the server,
-      `reduce_centroids()` from the merged contributions (the one abstract method), where
-      a strategy with server memory also updates it;
-    - `asynchronous()`: the rule for FedBuff buffers (an `AsyncRule`; none by default);
+    - the centroid rule, of one form for rounds and FedBuff buffers, split so that
+      hosts do most of it: per client, its `contribution()` against the model it started
+      from (what is weighted-summed, each key with an array of its scale in `scales()`,
+      and what the server needs client by client); on the server, `reduce_centroids()`
+      from the `Buffer` of merged contributions (the one abstract method), where a
+      strategy with server memory also updates it;
     - `run_shape()`, only where the strategy changes the run itself (`RunShape`).
+    A rule that has no meaning for stale clients sets `asynchronous = False` (SCAFFOLD:
+    control variates under staleness are not defined here).
     What a strategy carries between rounds lives in `self.memory` (named arrays), which
     checkpoints save and restore. A new strategy is one module in this package (or in a
     plugin, see `fuss_ray.plugins`): its `Params`, its `reduce_centroids`, and whichever
@@ -150,6 +136,9 @@ class Strategy(ABC, Generic[P]):
 
     name: ClassVar[str]
     Params: ClassVar[type[StrategyParams]]
+    # Whether the rule also merges FedBuff buffers, whose groups started from older models
+    # (the `Buffer` moves a stale group's positions by how far the model has since moved).
+    asynchronous: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """A subclass that names itself and writes no `Params` gets its parent's settings
@@ -195,19 +184,17 @@ class Strategy(ABC, Generic[P]):
         return {}
 
     def contribution(self, global_state: ModelState, update: ClientUpdate) -> Contribution:
-        """Per client, on its host: what it adds to the round's centroid rule."""
+        """Per client, on its host: what it adds to the centroid rule, against
+        `global_state`, the model it started from (the current one in a round)."""
         return Contribution()
 
     @abstractmethod
     def reduce_centroids(
-        self, global_centroids: NDArray[np.float32], reduced: Reduced, server_round: int
+        self, global_centroids: NDArray[np.float32], buffer: Buffer, server_round: int
     ) -> NDArray[np.float32]:
-        """The next global centroids from the round's merged contributions (a strategy
-        with server memory updates `self.memory` from them here)."""
-
-    def asynchronous(self) -> AsyncRule | None:
-        """The strategy's rule for FedBuff buffers; None: it runs synchronously only."""
-        return None
+        """The next global centroids (after `global_centroids`, the current ones) from a
+        round's or a buffer's merged contributions (`buffer.mean`, `buffer.pool`); a
+        strategy with server memory updates `self.memory` from them here."""
 
     # A strategy that changes the run itself (centralised training pools the data,
     # local-only scores each client's own model) says so with its own `RunShape`.
@@ -218,8 +205,8 @@ class Strategy(ABC, Generic[P]):
 
     @final
     def runs_asynchronously(self) -> bool:
-        """Whether the strategy has an asynchronous form (not a hook: see `asynchronous`)."""
-        return self.asynchronous() is not None
+        """Whether the strategy also runs on FedBuff buffers (its `asynchronous` flag)."""
+        return self.asynchronous
 
 
 _S = TypeVar("_S", bound=type[Strategy[Any]])

@@ -8,9 +8,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fuss_ray.data.partition import Partition
-from fuss_ray.federation.reduction import Reduced
 from fuss_ray.federation.strategies.base import (
     CENTROIDS,
+    Buffer,
     ClientUpdate,
     Contribution,
     ModelState,
@@ -65,6 +65,7 @@ class Centralized(Strategy[CentralizedParams]):
 
     name = "centralized"
     Params = CentralizedParams
+    asynchronous = False  # one client holding every image: there is nothing to buffer
 
     def run_shape(self) -> Pooled:
         return Pooled(self.params.budget)
@@ -73,7 +74,7 @@ class Centralized(Strategy[CentralizedParams]):
         return Contribution(per_client={CENTROIDS: update.state[CENTROIDS]})
 
     def reduce_centroids(
-        self, global_centroids: NDArray[np.float32], reduced: Reduced, server_round: int
+        self, global_centroids: NDArray[np.float32], buffer: Buffer, server_round: int
     ) -> NDArray[np.float32]:
-        (only,) = reduced.per_client.values()
+        ((_, only),) = buffer.own()
         return only[CENTROIDS]

@@ -7,11 +7,9 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from fuss_ray.federation.reduction import Reduced, weighted_mean
 from fuss_ray.federation.strategies.base import (
     CENTROIDS,
-    Arrays,
-    AsyncRule,
+    Buffer,
     ClientUpdate,
     Contribution,
     ModelState,
@@ -36,27 +34,9 @@ class IndexAveraging(Strategy[P]):
         return Contribution(summed={CENTROIDS: update.state[CENTROIDS]})
 
     def reduce_centroids(
-        self, global_centroids: NDArray[np.float32], reduced: Reduced, server_round: int
+        self, global_centroids: NDArray[np.float32], buffer: Buffer, server_round: int
     ) -> NDArray[np.float32]:
-        return reduced.mean(CENTROIDS)
-
-    def asynchronous(self) -> AsyncRule | None:
-        return IndexChanges()
-
-
-class IndexChanges(AsyncRule):
-    """FedBuff for index-aligned centroids: each moves by the weighted mean of the
-    clients' changes of it."""
-
-    def contribution(self, start: NDArray[np.float32], update: ClientUpdate) -> Arrays:
-        """Its change of each centroid, index by index."""
-        return {CENTROIDS: update.state[CENTROIDS].astype(np.float64) - start}
-
-    def apply(
-        self, current: NDArray[np.float32], weights: list[float], parts: list[Arrays], version: int
-    ) -> NDArray[np.float32]:
-        delta = weighted_mean(weights, parts, CENTROIDS)
-        return (current.astype(np.float64) + delta).astype(np.float32)
+        return buffer.mean(CENTROIDS)
 
 
 class FedAvgParams(StrategyParams):

@@ -7,18 +7,15 @@ because it is a cluster centre of the pool (k-means), never because of its index
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
 from pydantic import Field
 
-from fuss_ray.federation.reduction import Reduced
 from fuss_ray.federation.strategies.base import (
     CENTROIDS,
-    Arrays,
-    AsyncRule,
+    Buffer,
     ClientUpdate,
     Contribution,
     ModelState,
@@ -30,10 +27,18 @@ from fuss_ray.federation.strategies.base import (
 from fuss_ray.seeds import Stream, seed_stream
 
 
-def centroid_pool(reduced: Reduced) -> NDArray[np.float64]:
-    """All accepted clients' centroids, client-major by id: row k*C + c is k's centroid c."""
-    ids = sorted(r.client_id for r in reduced.accepted())
-    return np.concatenate([reduced.per_client[c][CENTROIDS].astype(np.float64) for c in ids])
+def centroid_pool(buffer: Buffer) -> NDArray[np.float64]:
+    """The pool C centroids are chosen from: every accepted client's centroids,
+    client-major (row k*C + c is the k-th client's centroid c).
+
+    A FedBuff buffer with stale clients refines the current global set rather than
+    replacing it: the current centroids lead the pool (maximin starts from the current
+    global centroid 0). A synchronous round's pool is its clients' alone.
+    """
+    pool = buffer.pool(CENTROIDS)
+    if buffer.fresh():
+        return pool
+    return np.concatenate([buffer.current[CENTROIDS].astype(np.float64), pool])
 
 
 class _FromThePool(Strategy[P]):
@@ -41,31 +46,6 @@ class _FromThePool(Strategy[P]):
 
     def contribution(self, global_state: ModelState, update: ClientUpdate) -> Contribution:
         return Contribution(per_client={CENTROIDS: update.state[CENTROIDS]})
-
-    def asynchronous(self) -> AsyncRule | None:
-        return PooledBuffer(self.select)
-
-    def select(self, pool: NDArray[np.float64], count: int, key: int) -> NDArray[np.float32]:
-        """C centroids out of a pool (client-major; the first rows are the anchor)."""
-        raise NotImplementedError
-
-
-class PooledBuffer(AsyncRule):
-    """Asynchronous FedCC: a full buffer's centroids are pooled after the current global
-    ones, and C are chosen from that pool as in a round (maximin starts from the current
-    global centroid 0), so the global set is the anchor the buffer refines."""
-
-    def __init__(self, select: Callable[[NDArray[np.float64], int, int], NDArray[np.float32]]):
-        self.select = select
-
-    def contribution(self, start: NDArray[np.float32], update: ClientUpdate) -> Arrays:
-        return {CENTROIDS: update.state[CENTROIDS].astype(np.float64)}
-
-    def apply(
-        self, current: NDArray[np.float32], weights: list[float], parts: list[Arrays], version: int
-    ) -> NDArray[np.float32]:
-        pool = np.concatenate([current.astype(np.float64), *(p[CENTROIDS] for p in parts)])
-        return self.select(pool, len(current), version)
 
 
 def maximin_select(pool: NDArray[np.float64], count: int) -> NDArray[np.int64]:
@@ -91,9 +71,9 @@ class FussMaximin(_FromThePool[MaximinParams]):
     Params = MaximinParams
 
     def reduce_centroids(
-        self, global_centroids: NDArray[np.float32], reduced: Reduced, server_round: int
+        self, global_centroids: NDArray[np.float32], buffer: Buffer, server_round: int
     ) -> NDArray[np.float32]:
-        return self.select(centroid_pool(reduced), len(global_centroids), server_round)
+        return self.select(centroid_pool(buffer), len(global_centroids), server_round)
 
     def select(self, pool: NDArray[np.float64], count: int, key: int) -> NDArray[np.float32]:
         return pool[maximin_select(pool, count)].astype(np.float32)
@@ -112,9 +92,9 @@ class FussKMeans(_FromThePool[KMeansParams]):
     Params = KMeansParams
 
     def reduce_centroids(
-        self, global_centroids: NDArray[np.float32], reduced: Reduced, server_round: int
+        self, global_centroids: NDArray[np.float32], buffer: Buffer, server_round: int
     ) -> NDArray[np.float32]:
-        pool = centroid_pool(reduced)
+        pool = centroid_pool(buffer)
         if len(pool) < len(global_centroids):
             return global_centroids
         return self.select(pool, len(global_centroids), server_round)

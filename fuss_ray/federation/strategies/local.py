@@ -8,8 +8,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fuss_ray.federation.objective import ClientObjective, LocalRun, StackRun
-from fuss_ray.federation.reduction import Reduced
 from fuss_ray.federation.strategies.base import (
+    Buffer,
     ModelState,
     RunShape,
     Strategy,
@@ -43,8 +43,8 @@ class OwnModels(RunShape):
     def head_rule(self, configured: str) -> str:
         return "own"
 
-    def client_models(self, reduced: Reduced) -> dict[int, ModelState]:
-        return {r.client_id: reduced.per_client[r.client_id] for r in reduced.accepted()}
+    def client_models(self, buffer: Buffer) -> dict[int, ModelState]:
+        return dict(buffer.own())
 
     def scored_models(
         self, global_state: ModelState, client_states: dict[int, ModelState], client_ids: list[int]
@@ -63,6 +63,7 @@ class LocalOnly(Strategy[LocalParams]):
 
     name = "local"
     Params = LocalParams
+    asynchronous = False  # no server update to buffer: nothing is merged
 
     def client_objective(self) -> OwnModel:
         return OwnModel()
@@ -71,6 +72,6 @@ class LocalOnly(Strategy[LocalParams]):
         return OwnModels()
 
     def reduce_centroids(
-        self, global_centroids: NDArray[np.float32], reduced: Reduced, server_round: int
+        self, global_centroids: NDArray[np.float32], buffer: Buffer, server_round: int
     ) -> NDArray[np.float32]:
         return global_centroids

@@ -7,18 +7,15 @@ centroid, and the aligned centroids are averaged with data weights.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 from pydantic import Field
 
-from fuss_ray.federation.reduction import Reduced
 from fuss_ray.federation.strategies.base import (
     CENTROIDS,
-    Arrays,
-    AsyncRule,
+    Buffer,
     ClientUpdate,
     Contribution,
     ModelState,
@@ -26,7 +23,6 @@ from fuss_ray.federation.strategies.base import (
     StrategyParams,
     register_strategy,
 )
-from fuss_ray.federation.strategies.fedavg import IndexChanges
 
 
 class OTMatchParams(StrategyParams):
@@ -107,23 +103,9 @@ class OTMatch(Strategy[OTMatchParams]):
         return aligned
 
     def reduce_centroids(
-        self, global_centroids: NDArray[np.float32], reduced: Reduced, server_round: int
+        self, global_centroids: NDArray[np.float32], buffer: Buffer, server_round: int
     ) -> NDArray[np.float32]:
-        return reduced.mean(ALIGNED)
-
-    def asynchronous(self) -> AsyncRule | None:
-        return AlignedChanges(self._aligned)
-
-
-class AlignedChanges(IndexChanges):
-    """FedBuff for OT matching: a client's centroids aligned to the centroids it started
-    from, minus those, are a change in the global centroids' own index frame whatever
-    order the client's are in; each global centroid moves by the weighted mean of them."""
-
-    def __init__(
-        self, aligned: Callable[[NDArray[np.float32], ClientUpdate], NDArray[np.float64]]
-    ) -> None:
-        self.aligned = aligned
-
-    def contribution(self, start: NDArray[np.float32], update: ClientUpdate) -> Arrays:
-        return {CENTROIDS: self.aligned(start, update) - start.astype(np.float64)}
+        # In a FedBuff buffer a stale client's centroids were aligned to the centroids it
+        # started from: a change in the global centroids' own index frame, whatever order
+        # the client's are in, applied to the current ones.
+        return buffer.mean(ALIGNED, like=CENTROIDS)

@@ -26,9 +26,8 @@ import torch
 from numpy.typing import NDArray
 
 from fuss_ray.federation.objective import ClientObjective, LocalRun, StackRun, per_client_sum
-from fuss_ray.federation.reduction import Reduced
 from fuss_ray.federation.strategies.base import (
-    AsyncRule,
+    Buffer,
     Contribution,
     StrategyParams,
     register_strategy,
@@ -133,6 +132,7 @@ class Scaffold(IndexAveraging[ScaffoldParams]):
 
     name = "scaffold"
     Params = ScaffoldParams
+    asynchronous = False  # control variates under staleness: not defined here
 
     # The server's control variate c lives in `self.memory` as `CONTROL + key` (float64),
     # so checkpoints carry it; a key no round has moved yet is zero.
@@ -161,17 +161,15 @@ class Scaffold(IndexAveraging[ScaffoldParams]):
         return out
 
     def reduce_centroids(
-        self, global_centroids: NDArray[np.float32], reduced: Reduced, server_round: int
+        self, global_centroids: NDArray[np.float32], buffer: Buffer, server_round: int
     ) -> NDArray[np.float32]:
         """FedAvg's centroids; c moves by the accepted share of clients times their mean
         change of c_i (updates that carry no change of a key leave its c alone)."""
-        share = len(reduced.accepted()) / max(1, self.num_clients)
-        for key in reduced.sums:
+        share = len(buffer.accepted()) / max(1, self.num_clients)
+        for key in buffer.summed_keys():
             if key.startswith(CHANGE):
                 name = f"{CONTROL}{key.removeprefix(CHANGE)}"
-                c = self.memory.get(name, np.zeros(reduced.sums[key].shape, np.float64))
-                self.memory[name] = c + share * reduced.mean(key).astype(np.float64)
-        return super().reduce_centroids(global_centroids, reduced, server_round)
-
-    def asynchronous(self) -> AsyncRule | None:
-        return None  # control variates under staleness: not defined here
+                change = buffer.mean(key).astype(np.float64)
+                c = self.memory.get(name, np.zeros(change.shape, np.float64))
+                self.memory[name] = c + share * change
+        return super().reduce_centroids(global_centroids, buffer, server_round)

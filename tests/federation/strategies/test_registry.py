@@ -3,6 +3,7 @@ import pytest
 
 from fuss_ray.config import strategy_params
 from fuss_ray.data.partition import Partition
+from fuss_ray.federation.buffer import Buffer
 from fuss_ray.federation.reduction import reduce_updates
 from fuss_ray.federation.server_update import build_update
 from fuss_ray.federation.strategies import STRATEGIES, async_strategies, build_strategy
@@ -55,7 +56,7 @@ def test_special_strategies_say_what_they_are_in_their_own_hooks() -> None:
     mine = update(3, 4, [[1, 2]], head=5.0)
     assert local.aggregate(g, [mine], 1)["head.w"].tolist() == g["head.w"].tolist()
     reduced = reduce_updates(local, g, local.grid(g, 4), [mine], None)
-    kept = local.strategy.run_shape().client_models(reduced)
+    kept = local.strategy.run_shape().client_models(Buffer.round(g, 0, reduced))
     assert list(kept) == [3] and kept[3]["head.w"].tolist() == [5.0, 5.0]
     scored = local.strategy.run_shape().scored_models(g, kept, [1, 3])
     assert scored[1] is g and scored[3] is kept[3]
@@ -73,7 +74,7 @@ def test_special_strategies_say_what_they_are_in_their_own_hooks() -> None:
     assert out["centroids"].tolist() == [[1, 2]] and out["head.w"].tolist() == [5.0, 5.0]
 
 
-def test_a_strategy_author_has_seven_hooks_and_one_memory() -> None:
+def test_a_strategy_author_has_six_hooks_one_flag_and_one_memory() -> None:
     """The whole interface a strategy may override (Flower's Strategy has six abstract
     methods; pfl-research's algorithms two hooks): growing it is a design decision."""
     from fuss_ray.federation.strategies.base import Strategy
@@ -89,10 +90,11 @@ def test_a_strategy_author_has_seven_hooks_and_one_memory() -> None:
         "scales",
         "contribution",
         "reduce_centroids",
-        "asynchronous",
         "run_shape",
     }
     assert Strategy.__abstractmethods__ == frozenset({"reduce_centroids"})
+    # Whether the one centroid rule also merges FedBuff buffers: a flag, not a second rule.
+    assert Strategy.asynchronous is True and not callable(Strategy.asynchronous)
     # Server memory is plain named arrays: SCAFFOLD keeps its control variate there.
     assert build_strategy({"name": "scaffold"}, 0).memory == {}
     # Other tests may register strategies of their own; the built-ins are these.
