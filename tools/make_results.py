@@ -102,7 +102,16 @@ def first_step_note(q: dict[str, Any]) -> list[str]:
         f"(the first client step, `docs/bench/quickstart-f9efb07.json`) took "
         f"{old['wall_seconds']:.0f} s (rounds {o['timings']['rounds_s']:.0f} s) and ended at "
         f"test mIoU {o['final']['miou']:.4f}, against {q['summary']['final']['miou']:.4f} "
-        "now: the fused step computes the same loss up to float32 rounding. Wall times of "
+        "now: the fused step computes the same loss up to float32 rounding"
+        + (
+            ""
+            if old["machine"].get("cpu") == q["machine"].get("cpu")
+            else (
+                ", and now runs on another CPU (the float kernels torch picks, and with "
+                "them the last digits, depend on it; `machine.cpu` in the JSON)"
+            )
+        )
+        + ". Wall times of "
         "other days are not comparable with these: this machine's speed changes from day to "
         "day (the same code ran the quickstart in 66 s on 2026-11-30).",
     ]

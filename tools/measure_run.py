@@ -41,6 +41,22 @@ def kept(summary: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+VECTOR_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile")
+
+
+def cpu_model() -> str:
+    """The CPU's model name and vector extensions, as Linux reports them (a virtual
+    machine's name can be generic; its extensions still tell two CPUs apart)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return ""
+    info = dict(line.split(":", 1) for line in lines if ":" in line)
+    info = {k.strip(): v.strip() for k, v in info.items()}
+    flags = set(info.get("flags", "").split())
+    return " ".join([info.get("model name", ""), *(f for f in VECTOR_FLAGS if f in flags)])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, required=True)
@@ -60,6 +76,9 @@ def main() -> int:
             "cpus": os.cpu_count(),
             "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
             "python": platform.python_version(),
+            # The float kernels torch picks depend on the CPU, and with them the last
+            # digits of every score: a run reproduces bit for bit on the same CPU model.
+            "cpu": cpu_model(),
         },
         "date": time.strftime("%Y-%m-%d"),
         "wall_seconds": wall,
