@@ -239,6 +239,132 @@ def regime_study() -> list[str]:
     return lines + alignment_lines(study, keys) + plateau_lines(study)[3:] + [""]
 
 
+FUSS = ("fuss-maximin", "fuss-kmeans")
+REFERENCES = {"centralized-per-model": "per-model", "centralized-total": "total compute"}
+
+
+def regime_full() -> list[str]:
+    """The benchmark study in the chosen regime: every strategy, both centralised
+    references, as many of its settings as have run (docs/bench/study-regime.json)."""
+    from fuss_ray.study.report import cells_table, plateau_lines, write_report
+    from fuss_ray.study.stats import setting_key
+
+    path = DOCS / "bench" / "study-regime.json"
+    if not path.is_file():
+        return []
+    study = json.loads(path.read_text())
+    figures = DOCS / "study-regime"
+    figures.mkdir(exist_ok=True)
+    write_report(study, figures)  # the same figures as the study's own report
+    keys = [setting_key(s) for s in study["settings"]]
+    planned = yaml_settings(ROOT / "configs" / "studies" / "regime.yaml")
+    total_s = sum(r["seconds"] or 0 for r in study["runs"])
+    lines = [
+        f"## The benchmark study in the new regime: {len(study['strategies'])} strategies, "
+        f"{len(keys)} of {len(planned)} settings, {len(study['seeds'])} seeds",
+        "",
+        "```bash",
+        "fuss-ray study configs/studies/regime.yaml --out runs/studies/regime  # then --resume",
+        "cp runs/studies/regime/study.json docs/bench/study-regime.json",
+        "python tools/make_results.py",
+        "```",
+        "",
+        f"{len(study['runs'])} runs, {len(study['failed'])} failed, {total_s / 60:.0f} "
+        "minutes of run time. "
+        + (
+            ""
+            if len(keys) == len(planned)
+            else (
+                f"**Settings still to run: {', '.join(k for k in planned if k not in keys)}** "
+                "(continued with `--resume`)."
+            )
+        ),
+        "",
+        *reference_budgets(study),
+        "Test mIoU, mean over seeds with the 95% bootstrap interval of the mean:",
+        "",
+        *cells_table(study, keys, with_n=False),
+        "",
+        f"Paired differences to `{study['baseline']}` (same seed), with the two-sided "
+        "Wilcoxon signed-rank p-value, Holm-adjusted over the setting's comparisons:",
+        "",
+        "| setting | strategy | difference [95% CI] | p | Holm p | wins / losses | verdict |",
+        "|---|---|---|---|---|---|---|",
+        *comparison_rows(study),
+        "",
+        *ratio_lines(study, keys),
+        "![test mIoU](study-regime/miou.png)",
+        "",
+        "![learning curves](study-regime/learning-curves.png)",
+        "",
+    ]
+    return lines + alignment_lines(study, keys) + plateau_lines(study)[3:] + [""]
+
+
+def yaml_settings(path: Path) -> list[str]:
+    """The settings a study file plans (their keys, as a study names them)."""
+    import yaml
+
+    from fuss_ray.study.stats import setting_key
+
+    spec = yaml.safe_load(path.read_text())["study"]
+    return [setting_key(s) for s in spec.get("settings") or [{}]]
+
+
+def reference_budgets(study: dict[str, Any]) -> list[str]:
+    """Each row's gradient steps, so the two centralised references read as what they are."""
+    by_label = {r["strategy"]: r.get("budget") or {} for r in study["runs"]}
+    fed = next(b for s, b in by_label.items() if s not in REFERENCES)
+    out = [
+        f"Budgets: every federated model takes {fed['model_steps']} gradient steps "
+        f"({fed['local_steps_per_round']} local steps per round; "
+        f"{fed['client_steps_total']} client steps in all over the federation)."
+    ]
+    for label, name in REFERENCES.items():
+        if label in by_label:
+            b = by_label[label]
+            out.append(
+                f"`{label}` is the **{name}** reference: one model holding every training "
+                f"image, {b['model_steps']} gradient steps."
+            )
+    return [" ".join(out), ""]
+
+
+def ratio_lines(study: dict[str, Any], keys: list[str]) -> list[str]:
+    """FUSS as a share of each centralised reference, seed-paired, with its interval."""
+    from fuss_ray.study.stats import ratio_interval, setting_key
+
+    scores: dict[tuple[str, str], dict[int, float]] = {}
+    for r in study["runs"]:
+        scores.setdefault((r["strategy"], setting_key(r["setting"])), {})[r["seed"]] = r[
+            "test_miou"
+        ]
+    lines = []
+    for key in keys:
+        for fuss in FUSS:
+            for ref, name in REFERENCES.items():
+                a, b = scores.get((fuss, key), {}), scores.get((ref, key), {})
+                seeds = sorted(set(a) & set(b))
+                if len(seeds) < 2:
+                    continue
+                ratio, low, high = ratio_interval([a[s] for s in seeds], [b[s] for s in seeds], 0)
+                lines.append(
+                    f"| {key} | {fuss} / centralised ({name}) | {ratio:.2f} "
+                    f"[{low:.2f}, {high:.2f}] | {len(seeds)} |"
+                )
+    if not lines:
+        return []
+    return [
+        "FUSS over centralised training (the ratio of mean test mIoU, seeds paired, with "
+        "its 95% bootstrap interval; the paper reports FUSS as such a share):",
+        "",
+        "| setting | ratio | value [95% CI] | seeds |",
+        "|---|---|---|---|",
+        *lines,
+        "",
+    ]
+
+
 def budget_note(study: dict[str, Any]) -> list[str]:
     """Which centralised reference the study's `centralized` rows are, in gradient steps."""
     base = study["base_config"]
@@ -624,6 +750,7 @@ def main() -> None:
         *study_section(),
         *regime(),
         *regime_study(),
+        *regime_full(),
         *calibration(),
         *many_clients(),
         *protocol(),

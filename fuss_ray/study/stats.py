@@ -49,6 +49,35 @@ def bootstrap_interval(
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
+def ratio_interval(
+    numerators: Sequence[float], denominators: Sequence[float], seed: int
+) -> tuple[float, float | None, float | None]:
+    """The ratio of two means over paired seeds, with its 95% percentile-bootstrap
+    interval: seeds are resampled as pairs, so the ratio keeps their pairing (the paper
+    reports FUSS as a share of centralised training's mIoU)."""
+    from scipy.stats import bootstrap
+
+    top = np.asarray(numerators, dtype=np.float64)
+    bottom = np.asarray(denominators, dtype=np.float64)
+    if len(top) != len(bottom) or not len(top):
+        raise ValueError("ratio_interval: needs as many paired values on both sides")
+    ratio = float(top.mean() / bottom.mean())
+    if len(top) < 2:
+        return ratio, None, None
+    if np.all(top == top[0]) and np.all(bottom == bottom[0]):
+        return ratio, ratio, ratio
+    res = bootstrap(
+        (top, bottom),
+        lambda x, y, axis=-1: np.mean(x, axis=axis) / np.mean(y, axis=axis),
+        paired=True,
+        confidence_level=CONFIDENCE,
+        n_resamples=RESAMPLES,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    return ratio, float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
 def wilcoxon_p(differences: Sequence[float]) -> float | None:
     """Two-sided Wilcoxon signed-rank p-value of paired differences (scipy's defaults).
 

@@ -355,12 +355,16 @@ def open_parent_run(
 
     Its id is kept in `state` (a JSON file in the output folder), so that a resumed search
     or study goes on in the same parent run. Tagged `strategy: KIND` and `fuss.KIND: NAME`.
+    With tracking off there is no parent run, but `state` is written all the same: it is
+    what marks the folder as the study's, which `--resume` looks for.
     """
-    if not config.tracking.enabled:
-        return None
     if resume and state.is_file():
         return json.loads(state.read_text()).get("parent_run_id")  # type: ignore[no-any-return]
     from fuss_ray.io import write_json
+
+    if not config.tracking.enabled:
+        write_json(state, {"parent_run_id": None, "name": name})
+        return None
 
     tracker = make_tracker(config, out, run_name=name)
     tracker.start(config, config.partition.num_clients)

@@ -7,6 +7,7 @@ from fuss_ray.study.stats import (
     cells_and_comparisons,
     design_warning,
     holm,
+    ratio_interval,
     seeds_needed,
     smallest_adjusted_p,
     summarise,
@@ -97,3 +98,18 @@ def test_a_curve_that_still_climbs_more_than_seeds_disagree_has_not_plateaued() 
     assert plateau([[5.0, 5.0]])["plateaued"] is True
     assert plateau([[5.0]])["plateaued"] is None
     assert plateau([[1.0, None]])["plateaued"] is None
+
+
+def test_the_ratio_of_means_keeps_seeds_paired() -> None:
+    """FUSS over centralised: the ratio of the means; its interval resamples seeds as
+    pairs, so a seed that is hard for both moves both sides of the ratio together."""
+    fuss = [30.0, 60.0, 45.0, 50.0]
+    central = [40.0, 80.0, 60.0, 66.0]  # about 3/4 of it on every seed
+    ratio, low, high = ratio_interval(fuss, central, seed=0)
+    assert ratio == pytest.approx(185 / 246)  # mean 46.25 over mean 61.5
+    assert low is not None and high is not None
+    assert 0.74 < low <= ratio <= high < 0.77  # paired: tight, whatever the seeds' spread
+    assert ratio_interval([1.0, 1.0], [2.0, 2.0], seed=0) == (0.5, 0.5, 0.5)
+    assert ratio_interval([3.0], [4.0], seed=0) == (0.75, None, None)
+    with pytest.raises(ValueError, match="paired"):
+        ratio_interval([1.0, 2.0], [1.0], seed=0)

@@ -8,7 +8,7 @@ from mlflow import MlflowClient
 
 from fuss_ray.config import validate_config
 from fuss_ray.simulation import run_simulation
-from fuss_ray.tracking.mlflow_tracker import flatten
+from fuss_ray.tracking.mlflow_tracker import flatten, open_parent_run
 
 from ..conftest import tiny_config_dict
 
@@ -95,3 +95,15 @@ def test_tracking_off_and_flatten(cache_dir: Path) -> None:
     cfg = validate_config({**tiny_config_dict(cache_dir), "tracking": False})
     assert not cfg.tracking.enabled
     assert flatten({"a": {"b": 1, "c": [1, 2]}}) == {"a.b": "1", "a.c": "[1, 2]"}
+
+
+def test_tracking_off_still_marks_the_folder_so_resume_finds_it(
+    cache_dir: Path, tmp_path: Path
+) -> None:
+    """A study with tracking off has no parent run, but `--resume` looks for its state
+    file: without one, such a study could never be resumed."""
+    cfg = validate_config({**tiny_config_dict(cache_dir), "tracking": False})
+    state = tmp_path / "study_state.json"
+    assert open_parent_run(cfg, tmp_path, "s", "study", state, resume=False) is None
+    assert json.loads(state.read_text()) == {"parent_run_id": None, "name": "s"}
+    assert open_parent_run(cfg, tmp_path, "s", "study", state, resume=True) is None
