@@ -189,9 +189,37 @@ def comparison_rows(study: dict[str, Any]) -> list[str]:
     ]
 
 
+def scores_and_differences(study: dict[str, Any], keys: list[str]) -> list[str]:
+    """A study's cells (mean test mIoU with intervals) and its paired comparisons."""
+    from fuss_ray.study.report import cells_table
+
+    return [
+        "Test mIoU, mean over seeds with the 95% bootstrap interval of the mean:",
+        "",
+        *cells_table(study, keys, with_n=False),
+        "",
+        f"Paired differences to `{study['baseline']}` (same seed), with the two-sided "
+        "Wilcoxon signed-rank p-value, Holm-adjusted over the setting's comparisons:",
+        "",
+        "| setting | strategy | difference [95% CI] | p | Holm p | wins / losses | verdict |",
+        "|---|---|---|---|---|---|---|",
+        *comparison_rows(study),
+        "",
+    ]
+
+
+def figure_lines(folder: str) -> list[str]:
+    return [
+        f"![test mIoU]({folder}/miou.png)",
+        "",
+        f"![learning curves]({folder}/learning-curves.png)",
+        "",
+    ]
+
+
 def regime_study() -> list[str]:
     """The first study in the chosen regime (a subset of the strategies and settings)."""
-    from fuss_ray.study.report import cells_table, write_report
+    from fuss_ray.study.report import write_report
     from fuss_ray.study.stats import setting_key
 
     path = DOCS / "bench" / "study-regime-first.json"
@@ -218,21 +246,8 @@ def regime_study() -> list[str]:
         "the full study (every strategy, two settings, both centralised references).",
         "",
         *budget_note(study),
-        "Test mIoU, mean over seeds with the 95% bootstrap interval of the mean:",
-        "",
-        *cells_table(study, keys, with_n=False),
-        "",
-        f"Paired differences to `{study['baseline']}` (same seed), with the two-sided "
-        "Wilcoxon signed-rank p-value, Holm-adjusted over the setting's comparisons:",
-        "",
-        "| setting | strategy | difference [95% CI] | p | Holm p | wins / losses | verdict |",
-        "|---|---|---|---|---|---|---|",
-        *comparison_rows(study),
-        "",
-        "![test mIoU](study-regime-first/miou.png)",
-        "",
-        "![learning curves](study-regime-first/learning-curves.png)",
-        "",
+        *scores_and_differences(study, keys),
+        *figure_lines("study-regime-first"),
     ]
     from fuss_ray.study.report import plateau_lines
 
@@ -246,7 +261,7 @@ REFERENCES = {"centralized-per-model": "per-model", "centralized-total": "total 
 def regime_full() -> list[str]:
     """The benchmark study in the chosen regime: every strategy, both centralised
     references, as many of its settings as have run (docs/bench/study-regime.json)."""
-    from fuss_ray.study.report import cells_table, plateau_lines, write_report
+    from fuss_ray.study.report import plateau_lines, write_report
     from fuss_ray.study.stats import setting_key
 
     path = DOCS / "bench" / "study-regime.json"
@@ -281,22 +296,9 @@ def regime_full() -> list[str]:
         ),
         "",
         *reference_budgets(study),
-        "Test mIoU, mean over seeds with the 95% bootstrap interval of the mean:",
-        "",
-        *cells_table(study, keys, with_n=False),
-        "",
-        f"Paired differences to `{study['baseline']}` (same seed), with the two-sided "
-        "Wilcoxon signed-rank p-value, Holm-adjusted over the setting's comparisons:",
-        "",
-        "| setting | strategy | difference [95% CI] | p | Holm p | wins / losses | verdict |",
-        "|---|---|---|---|---|---|---|",
-        *comparison_rows(study),
-        "",
+        *scores_and_differences(study, keys),
         *ratio_lines(study, keys),
-        "![test mIoU](study-regime/miou.png)",
-        "",
-        "![learning curves](study-regime/learning-curves.png)",
-        "",
+        *figure_lines("study-regime"),
     ]
     return lines + alignment_lines(study, keys) + plateau_lines(study)[3:] + [""]
 
