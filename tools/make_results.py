@@ -290,17 +290,61 @@ def regime_full() -> list[str]:
             ""
             if len(keys) == len(planned)
             else (
-                f"**Settings still to run: {', '.join(k for k in planned if k not in keys)}** "
-                "(continued with `--resume`)."
+                f"**Settings still to run: {', '.join(k for k in planned if k not in keys)}**. "
+                "The finished runs' summaries are committed in `docs/bench/study-regime-state/` "
+                "(the study's folder without its models): `cp -r docs/bench/study-regime-state "
+                "runs/studies/regime`, then the study command with `--resume` runs only the "
+                "rest."
             )
         ),
         "",
         *reference_budgets(study),
         *scores_and_differences(study, keys),
         *ratio_lines(study, keys),
+        *regime_reading(study, keys),
         *figure_lines("study-regime"),
     ]
     return lines + alignment_lines(study, keys) + plateau_lines(study)[3:] + [""]
+
+
+def regime_reading(study: dict[str, Any], keys: list[str]) -> list[str]:
+    """What the study says, per setting, in words: FUSS against FedAvg, and every
+    strategy that the paired tests call different from it."""
+    from fuss_ray.study.stats import setting_key
+
+    lines = []
+    for key in keys:
+        rows = {r["strategy"]: r for r in study["comparisons"] if setting_key(r["setting"]) == key}
+        words = []
+        for fuss in FUSS:
+            r = rows.get(fuss)
+            if r is not None:
+                words.append(
+                    f"{fuss} minus {study['baseline']} is {r['mean_diff']:+.1f} "
+                    f"[{f1(r['ci_low'])}, {f1(r['ci_high'])}] (Holm p "
+                    f"{r['wilcoxon_p_holm']:.3f}, {r['wins']} wins / {r['losses']} losses): "
+                    f"{r['verdict']}"
+                )
+        others = [
+            f"{s} ({r['mean_diff']:+.1f}, {r['verdict']})"
+            for s, r in rows.items()
+            if s not in FUSS and s not in REFERENCES and r["verdict"] != "no significant difference"
+        ]
+        means = {
+            c["strategy"]: c["mean"] for c in study["cells"] if setting_key(c["setting"]) == key
+        }
+        federated = max(m for st, m in means.items() if st not in REFERENCES)
+        above = [ref for ref in REFERENCES if ref in means and means[ref] > federated]
+        text = f"Reading ({key}): " + "; ".join(words) + "."
+        text += (
+            f" Called different from {study['baseline']} after Holm's adjustment: "
+            + (", ".join(others) if others else "no other federated strategy")
+            + ". Centralised references above every federated strategy's mean: "
+            + (", ".join(above) if above else "none")
+            + "."
+        )
+        lines += [text, ""]
+    return lines
 
 
 def yaml_settings(path: Path) -> list[str]:
@@ -597,7 +641,8 @@ def regime() -> list[str]:
         f"move {first_gap(chosen['candidate']):.1f}, and up to "
         f"{chosen['max_misaligned']:.0%} of the clients' leave it in a round. Its seed "
         "spread is among the largest of the candidates', so two seeds show its plateau "
-        "weakly. **The study above has not been rerun on it yet.**",
+        "weakly. The study above (48 steps per client) is not rerun on it; the studies "
+        "below run in it.",
         "",
     ]
     return lines

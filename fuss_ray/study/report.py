@@ -134,9 +134,10 @@ def cells_plot(study: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     keys, strategies = _setting_keys(study), list(study["strategies"])
+    labels = 0.075 * max(len(s) for s in strategies)  # inches the row labels take
     fig, axes = plt.subplots(
-        1, len(keys), figsize=(4.2 * len(keys), 0.42 * len(strategies) + 1.6), squeeze=False,
-        sharey=True,
+        1, len(keys), figsize=(3.4 * len(keys) + labels + 0.6, 0.42 * len(strategies) + 1.6),
+        squeeze=False, sharey=True,
     )  # fmt: skip
     ys = np.arange(len(strategies))[::-1]
     for ax, key in zip(axes[0], keys, strict=True):
@@ -152,7 +153,7 @@ def cells_plot(study: dict[str, Any], path: Path) -> None:
                 color=colour, capsize=3,
             )  # fmt: skip
         ax.set_yticks(ys, strategies)
-        ax.set_xlabel("test mIoU (mean, 95% bootstrap interval)")
+        ax.set_xlabel("test mIoU (mean, 95% interval)")
         ax.set_title(key, fontsize=9)
         ax.grid(axis="x", alpha=0.3)
     fig.suptitle(f"{study['name']}: n = {len(study['seeds'])} seeds", fontsize=10)
