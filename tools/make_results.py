@@ -217,20 +217,29 @@ def figure_lines(folder: str) -> list[str]:
     ]
 
 
-def regime_study() -> list[str]:
-    """The first study in the chosen regime (a subset of the strategies and settings)."""
+def study_with_figures(name: str) -> tuple[dict[str, Any], list[str], float] | None:
+    """docs/bench/NAME.json (None if it is not there), its figures written to docs/NAME/
+    as the study's own report draws them; with its setting keys and run seconds."""
     from fuss_ray.study.report import write_report
     from fuss_ray.study.stats import setting_key
 
-    path = DOCS / "bench" / "study-regime-first.json"
+    path = DOCS / "bench" / f"{name}.json"
     if not path.is_file():
-        return []
+        return None
     study = json.loads(path.read_text())
-    figures = DOCS / "study-regime-first"
+    figures = DOCS / name
     figures.mkdir(exist_ok=True)
-    write_report(study, figures)  # the same figures as the study's own report
+    write_report(study, figures)
     keys = [setting_key(s) for s in study["settings"]]
-    total_s = sum(r["seconds"] or 0 for r in study["runs"])
+    return study, keys, float(sum(r["seconds"] or 0 for r in study["runs"]))
+
+
+def regime_study() -> list[str]:
+    """The first study in the chosen regime (a subset of the strategies and settings)."""
+    loaded = study_with_figures("study-regime-first")
+    if loaded is None:
+        return []
+    study, keys, total_s = loaded
     lines = [
         "## A first look at the new regime: four strategies, alpha 0.1, "
         f"{len(study['seeds'])} seeds",
@@ -261,19 +270,13 @@ REFERENCES = {"centralized-per-model": "per-model", "centralized-total": "total 
 def regime_full() -> list[str]:
     """The benchmark study in the chosen regime: every strategy, both centralised
     references, as many of its settings as have run (docs/bench/study-regime.json)."""
-    from fuss_ray.study.report import plateau_lines, write_report
-    from fuss_ray.study.stats import setting_key
+    from fuss_ray.study.report import plateau_lines
 
-    path = DOCS / "bench" / "study-regime.json"
-    if not path.is_file():
+    loaded = study_with_figures("study-regime")
+    if loaded is None:
         return []
-    study = json.loads(path.read_text())
-    figures = DOCS / "study-regime"
-    figures.mkdir(exist_ok=True)
-    write_report(study, figures)  # the same figures as the study's own report
-    keys = [setting_key(s) for s in study["settings"]]
+    study, keys, total_s = loaded
     planned = yaml_settings(ROOT / "configs" / "studies" / "regime.yaml")
-    total_s = sum(r["seconds"] or 0 for r in study["runs"])
     lines = [
         f"## The benchmark study in the new regime: {len(study['strategies'])} strategies, "
         f"{len(keys)} of {len(planned)} settings, {len(study['seeds'])} seeds",
