@@ -53,11 +53,6 @@ class Buffer:
         """Whether every client started from the current model (a synchronous round)."""
         return all(g.version == self.version for g in self.groups)
 
-    @property
-    def weight(self) -> int:
-        """The accepted clients' samples, over every group."""
-        return sum(g.reduced.weight for g in self.groups)
-
     def _shares(self) -> list[tuple[float, Group]]:
         """Each group with accepted clients, with its share: staleness x samples, summing
         to 1 (exactly 1.0 for a single group)."""
