@@ -288,12 +288,12 @@ def regime_full() -> list[str]:
         "```",
         "",
         f"{len(study['runs'])} runs, {len(study['failed'])} failed, {total_s / 60:.0f} "
-        "minutes of run time. "
+        "minutes of run time."
         + (
             ""
             if len(keys) == len(planned)
             else (
-                f"**Settings still to run: {', '.join(k for k in planned if k not in keys)}**. "
+                f" **Settings still to run: {', '.join(k for k in planned if k not in keys)}**. "
                 "The finished runs' summaries are committed in `docs/bench/study-regime-state/` "
                 "(the study's folder without its models): `cp -r docs/bench/study-regime-state "
                 "runs/studies/regime`, then the study command with `--resume` runs only the "
@@ -376,6 +376,11 @@ def reference_budgets(study: dict[str, Any]) -> list[str]:
                 f"`{label}` is the **{name}** reference: one model holding every training "
                 f"image, {b['model_steps']} gradient steps."
             )
+    if any(label in by_label for label in REFERENCES):
+        out.append(
+            "A centralised model pools every client's images, so it does not see the "
+            "partition: its row is the same in every heterogeneity setting."
+        )
     return [" ".join(out), ""]
 
 
