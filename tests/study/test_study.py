@@ -280,10 +280,12 @@ def test_per_cell_tuning_gives_every_strategy_the_same_budget_on_validation(
     assert set(study["runs"][0]["tuned"]) == {"train.lr_head"}
 
 
-def test_a_study_can_ablate_one_loss_weight(cache_dir: Path, tmp_path: Path) -> None:
-    """A grid over `loss.weights.knn` alone: every run keeps the other weights, and a run
-    without the kNN term trains (in process, as a study trial would run it)."""
-    from fuss_ray.simulation import run_simulation
+def test_a_study_can_ablate_one_loss_weight(
+    cache_dir: Path, tmp_path: Path, ray_session: None
+) -> None:
+    """A grid over `loss.weights.knn` alone: every planned run keeps the other weights, and
+    a study over that grid finishes, its run without the kNN term included."""
+    from fuss_ray.study.run import run_study
     from fuss_ray.study.spec import run_config
 
     spec = load_study(_study_file(tmp_path, cache_dir, grid={"loss.weights.knn": [0.0, 0.25]}))
@@ -293,13 +295,18 @@ def test_a_study_can_ablate_one_loss_weight(cache_dir: Path, tmp_path: Path) -> 
         weights = run_config(spec, planned.strategy, planned.setting, planned.seed).loss.weights
         assert weights.knn == planned.setting["loss.weights.knn"]
         assert (weights.self_, weights.rand) == (0.67, 0.63)
-    off = next(p for p in runs if p.setting["loss.weights.knn"] == 0.0)
-    config = run_config(spec, off.strategy, off.setting, off.seed)
-    config = config.model_copy(
-        update={"tracking": config.tracking.model_copy(update={"enabled": False})}
+    small = load_study(
+        _study_file(tmp_path, cache_dir, grid={"loss.weights.knn": [0.0, 0.25]}),
+        ["study.strategies=[fedavg]", "study.seeds=[0]", "train.rounds=1", "tracking=off"],
+        base_dir=tmp_path,
     )
-    summary = run_simulation(config, tmp_path / "run", show_progress=False)
-    assert summary["final"] is not None and summary["config"]["loss"]["weights"]["knn"] == 0.0
+    study = run_study(small)
+    assert len(study["runs"]) == 2 and not study["failed"]
+    folder = tmp_path / "studies" / "small" / "runs"
+    for run in study["runs"]:
+        ran = json.loads((folder / run["run_id"] / "summary.json").read_text())
+        assert ran["final"] is not None
+        assert ran["config"]["loss"]["weights"]["knn"] == run["setting"]["loss.weights.knn"]
 
 
 def test_one_strategy_under_two_labels_runs_with_each_section(
