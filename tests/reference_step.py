@@ -13,11 +13,20 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from numpy.typing import NDArray
 
-from fuss_ray.losses.cluster import cluster_loss
 from fuss_ray.losses.correspondence import correspondence_term, derangement, sample_at
 from fuss_ray.models.head import FussModel
+
+
+def cluster_loss(codes: torch.Tensor, centroids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The cluster loss as it was computed then: codes normalised, then every cosine."""
+    code = F.normalize(codes.detach(), dim=1)
+    cents = F.normalize(centroids, dim=1)
+    inner = torch.einsum("bdhw,cd->bchw", code, cents)
+    best, assign = inner.max(dim=1)
+    return -best.mean(), assign
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from fuss_ray.losses import CorrespondenceLoss, Draws, cluster_loss
 from fuss_ray.losses.cluster import stacked_cluster_loss
 from fuss_ray.losses.sampling import Pointwise
 from fuss_ray.models.head import FussModel
+from fuss_ray.models.rows import head_codes, head_rows
 from fuss_ray.models.stacked import CENTROIDS, StackedParams, stacked_head, trainable
 
 # A client's shard moves to a GPU whole when it takes at most this many bytes, and at most
@@ -226,12 +227,14 @@ def run_steps(
     losses: list[torch.Tensor] = []
     for i in range(draws.steps):
         x = features.batch(plan.picks[i], None if picks is None else picks[i])
-        codes = model.head(x)
+        codes = head_codes(model.head, x)
         codes_k: torch.Tensor | Pointwise = codes
         xk = x
         if use_knn:
             xk = features.batch(plan.partners[i], None if partners is None else partners[i])
-            codes_k = _partner_codes(model.head, xk, taps_per_set)
+            codes_k = _partner_codes(
+                partial(head_codes, model.head), xk, taps_per_set, partial(head_rows, model.head)
+            )
         corr = loss_fn(x, codes, xk, codes_k, draws.step(i))
         clus, assign = cluster_loss(codes, model.centroids)
         loss = corr + settings.cluster_weight * clus
@@ -249,10 +252,16 @@ def run_steps(
 
 
 def _partner_codes(
-    head: Callable[[torch.Tensor], torch.Tensor], xk: torch.Tensor, taps_per_set: int
+    head: Callable[[torch.Tensor], torch.Tensor],
+    xk: torch.Tensor,
+    taps_per_set: int,
+    rows: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor] | None = None,
 ) -> torch.Tensor | Pointwise:
     """A partner is sampled at one set of points: where their four taps cover fewer cells
-    than its map has, the head runs on those cells alone."""
+    than its map has, the head runs on those cells alone (each distinct cell once, given
+    the head on pixel rows)."""
+    if rows is not None:  # the distinct cells are never more than the map has
+        return Pointwise(head, xk, rows)
     cells = xk.shape[2] * xk.shape[3]
     return Pointwise(head, xk) if 4 * taps_per_set < cells else head(xk)
 

@@ -11,11 +11,16 @@ def cluster_loss(codes: torch.Tensor, centroids: torch.Tensor) -> tuple[torch.Te
 
     Detaching keeps the head trained by correspondence alone, as in STEGO and FUSS.
     """
-    code = F.normalize(codes.detach(), dim=1)
+    b, d, h, w = codes.shape
+    # Pixels as rows (a view of channels-last codes). A pixel's best centroid under the
+    # cosine is the one of largest dot product with the unit centroids (its own norm is
+    # one positive factor), so the codes are divided by their norms after the product,
+    # once per pixel, instead of normalised first.
+    rows = codes.detach().permute(0, 2, 3, 1).reshape(-1, d)
     cents = F.normalize(centroids, dim=1)
-    inner = torch.einsum("bdhw,cd->bchw", code, cents)
-    best, assign = inner.max(dim=1)
-    return -best.mean(), assign
+    best, assign = (rows @ cents.t()).max(dim=1)
+    cosine = best / torch.linalg.vector_norm(rows, dim=1).clamp_min(1e-12)
+    return -cosine.mean(), assign.view(b, h, w)
 
 
 def stacked_cluster_loss(

@@ -225,7 +225,10 @@ class CorrespondenceLoss:
         s1, s2 = _unit_rows(gather_taps(codes, tap), 2, lead)
         with torch.no_grad():
             corr_f = (f1 @ f2.transpose(-1, -2)).view(*lead, b, p, b, p)
-            row_means = corr_f.mean(dim=-1, keepdim=True)
+            # F is bilinear in the two sets: a block row's mean is the point's product
+            # with the partner image's mean vector, so no pass over F is needed for it.
+            means2 = f2.view(*lead, b, p, -1).mean(dim=-2)  # (B, D)
+            row_means = (f1 @ means2.transpose(-1, -2)).view(*lead, b, p, b, 1)
             block_means = row_means.mean(dim=-3).view(*lead, b, b)
         knn_s = knn_c = knn_m = None
         if use_knn:
@@ -296,13 +299,14 @@ def _weighted(
 
 class _GramHinge(torch.autograd.Function):
     """-sum(relu(a @ b^T) * w) for rows a, b ((n, d) and (m, d), or batched) and a constant
-    weight map w, which it overwrites.
+    weight map w.
 
     Written out because the loss is elementwise work on an (n, m) matrix between two
-    products: here S is clamped and turned into its own 0/1 mask in place, the mask
-    multiplies w in place, and the backward pass is the two products with that masked
-    weight (the scalar gradient scales their small outputs). No boolean tensor, no copy.
-    With `per_client` the leading dimension is the client's: one value per client.
+    products. Here one pass makes the masked weight M = w where S > 0, else 0 (relu's own
+    backward kernel, no boolean tensor); the value is -sum(S * M), which is
+    -sum(relu(S) * w) product for product; the backward pass is the two products with M
+    (the scalar gradient scales their small outputs). With `per_client` the leading
+    dimension is the client's: one value per client.
     """
 
     @staticmethod
@@ -313,14 +317,14 @@ class _GramHinge(torch.autograd.Function):
         w: torch.Tensor,
         per_client: bool,
     ) -> torch.Tensor:
-        hinge = torch.matmul(a, b.transpose(-1, -2)).clamp_min_(0.0)
+        corr = torch.matmul(a, b.transpose(-1, -2))
+        masked = torch.ops.aten.threshold_backward(w, corr, 0.0)  # W where S > 0, else 0
         if per_client:  # each client's row reduced alone (a batched product of one
             # client takes another kernel than of several, and other bits)
-            g = hinge.shape[0]
-            value = -hinge.view(g, -1).mul(w.view(g, -1)).sum(1)
+            g = corr.shape[0]
+            value = -corr.view(g, -1).mul(masked.view(g, -1)).sum(1)
         else:
-            value = -torch.dot(hinge.reshape(-1), w.reshape(-1))
-        masked = w.mul_(hinge.sign_())  # W where S > 0, else 0: the gradient
+            value = -torch.dot(corr.reshape(-1), masked.reshape(-1))
         ctx.save_for_backward(a, b, masked)
         return value
 
@@ -339,7 +343,7 @@ class _GramHinge(torch.autograd.Function):
 def gram_hinge(
     a: torch.Tensor, b: torch.Tensor, w: torch.Tensor, per_client: bool = False
 ) -> torch.Tensor:
-    """-sum(relu(a @ b^T) * w), differentiable in a and b; w is overwritten. `per_client`:
+    """-sum(relu(a @ b^T) * w), differentiable in a and b (w is a constant). `per_client`:
     one sum per slice of the leading (client) dimension."""
     out: torch.Tensor = _GramHinge.apply(a, b, w, per_client)
     return out
