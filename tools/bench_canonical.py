@@ -204,7 +204,25 @@ def machine() -> dict[str, Any]:
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "python": platform.python_version(),
         "torch": torch.__version__,
+        # The float kernels torch picks, and with them times and last digits, depend on it.
+        "cpu": cpu_model(),
     }
+
+
+VECTOR_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile")
+
+
+def cpu_model() -> str:
+    """The CPU's model name and vector extensions, as Linux reports them (a virtual
+    machine's name can be generic; its extensions still tell two CPUs apart)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return ""
+    info = dict(line.split(":", 1) for line in lines if ":" in line)
+    info = {k.strip(): v.strip() for k, v in info.items()}
+    flags = set(info.get("flags", "").split())
+    return " ".join([info.get("model name", ""), *(f for f in VECTOR_FLAGS if f in flags)])
 
 
 if __name__ == "__main__":

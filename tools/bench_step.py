@@ -44,7 +44,6 @@ from fuss_ray.losses import CorrespondenceLoss
 from fuss_ray.models.head import FussModel, load_model_state, model_state
 from tests.reference_step import ReferenceLoss, reference_steps
 from tools.bench_canonical import machine
-from tools.measure_run import cpu_model
 
 # (name, feature channels, grid side, code dim, centroids, sample points per side):
 # EfficientNet-Lite0's stride-8 + stride-16 features (40 + 112 channels) at 128 px
@@ -228,7 +227,7 @@ def main() -> None:
     result = {
         "command": "python tools/bench_step.py" + (f" --json {args.json}" if args.json else ""),
         "date": time.strftime("%Y-%m-%d"),
-        "machine": {**machine(), "cpu": cpu_model()},  # kernels, and times, depend on it
+        "machine": machine(),
         "torch": torch.__version__,
         "threads": 1,
         "reuse_freed_memory": reuse,

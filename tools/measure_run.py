@@ -25,6 +25,7 @@ from typing import Any
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_canonical import cpu_model
 from peak_memory import run_with_peak
 
 
@@ -39,22 +40,6 @@ def kept(summary: dict[str, Any]) -> dict[str, Any]:
     if sizes:
         out["client_sizes"] = {"min": min(sizes), "max": max(sizes), "n": len(sizes)}
     return out
-
-
-VECTOR_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile")
-
-
-def cpu_model() -> str:
-    """The CPU's model name and vector extensions, as Linux reports them (a virtual
-    machine's name can be generic; its extensions still tell two CPUs apart)."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return ""
-    info = dict(line.split(":", 1) for line in lines if ":" in line)
-    info = {k.strip(): v.strip() for k, v in info.items()}
-    flags = set(info.get("flags", "").split())
-    return " ".join([info.get("model name", ""), *(f for f in VECTOR_FLAGS if f in flags)])
 
 
 def main() -> int:

@@ -24,7 +24,7 @@ from torch.optim.adam import adam
 from fuss_ray.federation.objective import ClientObjective, LocalRun, StackRun
 from fuss_ray.losses import CorrespondenceLoss, Draws, cluster_loss
 from fuss_ray.losses.cluster import stacked_cluster_loss
-from fuss_ray.losses.sampling import Pointwise
+from fuss_ray.losses.sampling import DistinctCells, Pointwise, Sampled
 from fuss_ray.models.head import FussModel
 from fuss_ray.models.rows import head_codes, head_rows
 from fuss_ray.models.stacked import CENTROIDS, StackedParams, stacked_head, trainable
@@ -222,19 +222,16 @@ def run_steps(
     draws = plan.draws.to(device)
     picks, partners = features.positions(plan.picks), features.positions(plan.partners)
     use_knn = bool(loss_fn.weights[1])  # kNN partners only when their term counts
-    taps_per_set = loss_fn.samples * loss_fn.samples
     counts = torch.zeros(settings.num_centroids, dtype=torch.int64, device=device)
     losses: list[torch.Tensor] = []
     for i in range(draws.steps):
         x = features.batch(plan.picks[i], None if picks is None else picks[i])
         codes = head_codes(model.head, x)
-        codes_k: torch.Tensor | Pointwise = codes
+        codes_k: Sampled = codes
         xk = x
         if use_knn:
             xk = features.batch(plan.partners[i], None if partners is None else partners[i])
-            codes_k = _partner_codes(
-                partial(head_codes, model.head), xk, taps_per_set, partial(head_rows, model.head)
-            )
+            codes_k = DistinctCells(partial(head_rows, model.head), xk)
         corr = loss_fn(x, codes, xk, codes_k, draws.step(i))
         clus, assign = cluster_loss(codes, model.centroids)
         loss = corr + settings.cluster_weight * clus
@@ -252,16 +249,10 @@ def run_steps(
 
 
 def _partner_codes(
-    head: Callable[[torch.Tensor], torch.Tensor],
-    xk: torch.Tensor,
-    taps_per_set: int,
-    rows: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor] | None = None,
+    head: Callable[[torch.Tensor], torch.Tensor], xk: torch.Tensor, taps_per_set: int
 ) -> torch.Tensor | Pointwise:
     """A partner is sampled at one set of points: where their four taps cover fewer cells
-    than its map has, the head runs on those cells alone (each distinct cell once, given
-    the head on pixel rows)."""
-    if rows is not None:  # the distinct cells are never more than the map has
-        return Pointwise(head, xk, rows)
+    than its map has, the head runs on those cells alone."""
     cells = xk.shape[2] * xk.shape[3]
     return Pointwise(head, xk) if 4 * taps_per_set < cells else head(xk)
 
@@ -313,7 +304,7 @@ def run_stacked_steps(
         masks = (None, None) if stack.masks is None else (stack.masks[i, 0], stack.masks[i, -1])
         x = stack.batch(i, False, picks)
         codes = stacked_head(params, x, masks[0])
-        codes_k: torch.Tensor | Pointwise = codes
+        codes_k: Sampled = codes
         xk = x
         if use_knn:
             xk = stack.batch(i, True, partners)

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from fuss_ray.losses.sampling import Pointwise, gather_taps, sample, taps
+from fuss_ray.losses.sampling import Sampled, gather_taps, sample, taps
 
 
 def sample_at(maps: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
@@ -152,7 +152,7 @@ class CorrespondenceLoss:
         feats: torch.Tensor,
         codes: torch.Tensor,
         knn_feats: torch.Tensor,
-        knn_codes: torch.Tensor | Pointwise,
+        knn_codes: Sampled,
         draws: Draws | torch.Generator,
     ) -> torch.Tensor:
         """The weighted sum of the three terms (a scalar tensor; nothing leaves the device).
@@ -169,7 +169,7 @@ class CorrespondenceLoss:
         feats: torch.Tensor,
         codes: torch.Tensor,
         knn_feats: torch.Tensor,
-        knn_codes: torch.Tensor | Pointwise,
+        knn_codes: Sampled,
         draws: Draws,
         clients: int,
     ) -> torch.Tensor:
@@ -184,7 +184,7 @@ class CorrespondenceLoss:
         feats: torch.Tensor,
         codes: torch.Tensor,
         knn_feats: torch.Tensor,
-        knn_codes: torch.Tensor | Pointwise,
+        knn_codes: Sampled,
         draws: Draws | torch.Generator,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """L(x, x), L(x, x_knn) and the mean of L(x, x_perm), unweighted (a self or kNN
@@ -208,7 +208,7 @@ class CorrespondenceLoss:
         feats: torch.Tensor,
         codes: torch.Tensor,
         knn_feats: torch.Tensor,
-        knn_codes: torch.Tensor | Pointwise,
+        knn_codes: Sampled,
         step: Draws,
         use_knn: bool,
         clients: int = 0,

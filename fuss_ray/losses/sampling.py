@@ -59,12 +59,17 @@ def _cells(maps: torch.Tensor, tap: Taps) -> torch.Tensor:
     cells = tap.index[0].numel()
     if not maps.is_contiguous() and maps.permute(0, 2, 3, 1).is_contiguous():
         rows = maps.permute(0, 2, 3, 1).reshape(-1, c)  # a view: (B * h*w, C)
-        per_image = maps.shape[2] * maps.shape[3]
-        offset = torch.arange(b, device=maps.device).view(b, 1) * per_image
-        picked = rows.index_select(0, (tap.index.reshape(b, -1) + offset).view(-1))
+        picked = rows.index_select(0, _batch_cells(tap, maps.shape[2] * maps.shape[3]))
         return picked.view(b, cells, c).transpose(1, 2)
     index = tap.index.reshape(b, 1, -1).expand(b, c, cells)
     return maps.reshape(b, c, -1).gather(2, index)
+
+
+def _batch_cells(tap: Taps, per_image: int) -> torch.Tensor:
+    """The taps' cells as (B * 4*P,) positions in the batch's maps flattened together."""
+    b = tap.index.shape[0]
+    offset = torch.arange(b, device=tap.index.device).view(b, 1) * per_image
+    return (tap.index.reshape(b, -1) + offset).view(-1)
 
 
 def _blend(cells: torch.Tensor, tap: Taps) -> torch.Tensor:
@@ -98,25 +103,40 @@ class Pointwise:
 
     fn: Callable[[torch.Tensor], torch.Tensor]
     maps: torch.Tensor
-    # The same function on pixel rows: (U, C) rows, each row's image (U,), the batch
-    # size. Given it, each distinct cell is evaluated once: a partner's 4 * 121 taps on a
-    # 28 x 28 map cover about 360 distinct cells of the 784.
-    rows: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor] | None = None
 
     def sample(self, tap: Taps) -> torch.Tensor:
         """(B, D, P) samples of fn(maps) at the taps."""
-        if self.rows is None:
-            return _blend(self.fn(_cells(self.maps, tap).unsqueeze(-1)), tap)
+        return _blend(self.fn(_cells(self.maps, tap).unsqueeze(-1)), tap)
+
+
+@dataclass(frozen=True)
+class DistinctCells:
+    """Maps of a per-pixel function given on pixel rows, evaluated once per distinct cell.
+
+    Nearby points share cells: a kNN partner's 4 x 121 taps on a 28 x 28 map cover about
+    360 distinct cells of the 784. `fn` takes those cells' (U, C) feature rows, each
+    row's image (U,) and the batch size (to draw one dropout mask per image, as for the
+    whole maps), and returns their (U, D) values.
+    """
+
+    fn: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
+    maps: torch.Tensor
+
+    def sample(self, tap: Taps) -> torch.Tensor:
+        """(B, D, P) samples of the function's maps at the taps."""
         b, c, h, w = self.maps.shape
-        offset = torch.arange(b, device=tap.index.device).view(b, 1) * (h * w)
-        cells, inverse = torch.unique(tap.index.reshape(b, -1) + offset, return_inverse=True)
+        cells, inverse = torch.unique(_batch_cells(tap, h * w), return_inverse=True)
         image = torch.div(cells, h * w, rounding_mode="floor")
         feats = self.maps.view(b, c, h * w)[image, :, cells - image * (h * w)]  # (U, C)
-        codes = self.rows(feats, image, b)  # (U, D)
-        picked = codes.index_select(0, inverse.view(-1)).view(b, -1, codes.shape[1])
+        values = self.fn(feats, image, b)  # (U, D)
+        picked = values.index_select(0, inverse).view(b, -1, values.shape[1])
         return _blend(picked.transpose(1, 2), tap)
 
 
-def sample(maps: torch.Tensor | Pointwise, tap: Taps) -> torch.Tensor:
+# What the loss samples codes from: maps, or a per-pixel function of feature maps.
+Sampled = torch.Tensor | Pointwise | DistinctCells
+
+
+def sample(maps: Sampled, tap: Taps) -> torch.Tensor:
     """Bilinear samples (B, C, P) of maps, or of a pointwise function of them."""
-    return maps.sample(tap) if isinstance(maps, Pointwise) else gather_taps(maps, tap)
+    return gather_taps(maps, tap) if isinstance(maps, torch.Tensor) else maps.sample(tap)

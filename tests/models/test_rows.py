@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fuss_ray.losses.sampling import Pointwise, gather_taps, taps
+from fuss_ray.losses.sampling import DistinctCells, Pointwise, gather_taps, taps
 from fuss_ray.models.head import SegmentationHead
 from fuss_ray.models.rows import head_codes, head_rows
 
@@ -68,11 +68,13 @@ def test_a_pointwise_head_on_distinct_cells_equals_it_on_every_tap() -> None:
     coords[:, 1] = coords[:, 0]  # one point twice: every tap repeated
     tap = taps(coords, 5, 5)
     weight = torch.randn(3, 4, 40)
+    every_tap = Pointwise(lambda x: head_codes(head, x), maps)
+    distinct = DistinctCells(lambda r, i, b: head_rows(head, r, i, b), maps)
     out = []
-    for rows in (None, lambda r, i, b: head_rows(head, r, i, b)):
+    for sampler in (every_tap, distinct):
         head.zero_grad()
         torch.manual_seed(4)
-        samples = Pointwise(lambda x: head_codes(head, x), maps, rows).sample(tap)
+        samples = sampler.sample(tap)
         (samples * weight).sum().backward()
         out.append((samples.detach(), _grads(head)))
     torch.testing.assert_close(out[1][0], out[0][0], rtol=1e-5, atol=1e-6)
